@@ -1,0 +1,1 @@
+"""Checkpoint conversion: HF OPT / metaseq <-> canonical unsharded state dict <-> TP/PP shards."""

@@ -1,0 +1,1 @@
+"""Model families built as Megatron-Core GPTModel specs."""

@@ -1,0 +1,89 @@
+"""Build OPT as a Megatron-Core ``GPTModel``: OPT's semantics expressed as TransformerConfig fields."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+from megatron.core.models.gpt import GPTModel
+from megatron.core.transformer import TransformerConfig
+
+from megatron_optiml.models.opt.flavors import OPTArch
+from megatron_optiml.models.opt.spec import opt_block_spec
+
+
+def check_supported(arch: OPTArch) -> None:
+    """Refuse OPT variants whose layout Megatron's GPT block does not express."""
+    if not arch.do_layer_norm_before or arch.word_embed_proj_dim not in (None, arch.hidden_size):
+        raise NotImplementedError(
+            "opt-350m is not supported: it is post-LayerNorm and projects 512-wide embeddings "
+            "to 1024 (project_in/project_out), which Megatron-Core's GPTModel has no module for. "
+            "Use opt-125m or opt-1.3b and larger."
+        )
+
+
+def build_transformer_config(arch: OPTArch, **overrides: Any) -> TransformerConfig:
+    """OPT's TransformerConfig. ``overrides`` are TransformerConfig fields (parallel sizes,
+    dropouts, precision, recompute...), with Megatron-Core's own names."""
+    check_supported(arch)
+    fields: dict[str, Any] = dict(
+        num_layers=arch.num_layers,
+        hidden_size=arch.hidden_size,
+        num_attention_heads=arch.num_attention_heads,
+        ffn_hidden_size=arch.ffn_hidden_size,
+        # OPT: ReLU MLP, biases on every linear incl. QKV, LayerNorm with eps 1e-5.
+        activation_func=F.relu,
+        gated_linear_unit=False,
+        add_bias_linear=True,
+        add_qkv_bias=True,
+        normalization="LayerNorm",
+        layernorm_epsilon=arch.layernorm_epsilon,
+        # OPT scales q by 1/sqrt(head_dim) only (Megatron's default softmax scale).
+        apply_query_key_layer_scaling=False,
+        attention_softmax_in_fp32=True,
+        init_method_std=0.02,
+        hidden_dropout=0.0,
+        attention_dropout=0.0,
+        # Fused CUDA kernels off by default; the trainer turns on what the device supports.
+        bias_activation_fusion=False,
+        bias_dropout_fusion=False,
+        masked_softmax_fusion=False,
+        gradient_accumulation_fusion=False,
+        persist_layer_norm=False,
+        apply_rope_fusion=False,
+        use_cpu_initialization=not torch.cuda.is_available(),
+    )
+    fields.update(overrides)
+    return TransformerConfig(**fields)
+
+
+def build_opt_model(
+    arch: OPTArch,
+    config: TransformerConfig,
+    *,
+    transformer_impl: str = "local",
+    pre_process: bool = True,
+    post_process: bool = True,
+    vp_stage: int | None = None,
+) -> GPTModel:
+    """OPT = GPTModel with learned absolute positions, tied embeddings and a final LayerNorm.
+
+    ``pre_process``/``post_process`` select the first/last pipeline stage as in Megatron-LM.
+    """
+    check_supported(arch)
+    kwargs: dict[str, Any] = {}
+    if vp_stage is not None:
+        kwargs["vp_stage"] = vp_stage
+    return GPTModel(
+        config=config,
+        transformer_layer_spec=opt_block_spec(config, transformer_impl, vp_stage),
+        vocab_size=arch.vocab_size,
+        max_sequence_length=arch.max_position_embeddings,
+        pre_process=pre_process,
+        post_process=post_process,
+        parallel_output=True,
+        share_embeddings_and_output_weights=True,
+        position_embedding_type="learned_absolute",
+        **kwargs,
+    )

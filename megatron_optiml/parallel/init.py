@@ -1,0 +1,76 @@
+"""Start torch.distributed and Megatron-Core's model-parallel groups: NCCL on GPUs, gloo on CPU."""
+
+from __future__ import annotations
+
+import datetime
+import logging
+import os
+
+import torch
+from megatron.core import parallel_state
+from megatron.core.tensor_parallel import model_parallel_cuda_manual_seed
+
+from megatron_optiml.backend import cpu as cpu_backend
+
+logger = logging.getLogger(__name__)
+
+
+def init_distributed(
+    *,
+    tensor_model_parallel_size: int = 1,
+    pipeline_model_parallel_size: int = 1,
+    virtual_pipeline_model_parallel_size: int | None = None,
+    seed: int = 1234,
+    timeout_minutes: float = 10.0,
+) -> None:
+    """Initialise the default process group from torchrun/Slurm env vars, then Megatron's groups.
+
+    Reads RANK / WORLD_SIZE / LOCAL_RANK / MASTER_ADDR / MASTER_PORT (torchrun's names; the Slurm
+    launcher exports the same). Without CUDA it installs the CPU backend and uses gloo.
+    """
+    use_cuda = torch.cuda.is_available()
+    if not use_cuda:
+        cpu_backend.install()
+    if not torch.distributed.is_initialized():
+        rank = int(os.environ.get("RANK", "0"))
+        world_size = int(os.environ.get("WORLD_SIZE", "1"))
+        os.environ.setdefault("MASTER_ADDR", "127.0.0.1")
+        os.environ.setdefault("MASTER_PORT", "29500")
+        if use_cuda:
+            torch.cuda.set_device(int(os.environ.get("LOCAL_RANK", "0")))
+        torch.distributed.init_process_group(
+            backend="nccl" if use_cuda else "gloo",
+            rank=rank,
+            world_size=world_size,
+            timeout=datetime.timedelta(minutes=timeout_minutes),
+        )
+    world_size = torch.distributed.get_world_size()
+    model_parallel = tensor_model_parallel_size * pipeline_model_parallel_size
+    if world_size % model_parallel:
+        raise ValueError(
+            f"world size {world_size} is not divisible by tensor_model_parallel_size x "
+            f"pipeline_model_parallel_size = {tensor_model_parallel_size} x "
+            f"{pipeline_model_parallel_size}"
+        )
+    parallel_state.initialize_model_parallel(
+        tensor_model_parallel_size=tensor_model_parallel_size,
+        pipeline_model_parallel_size=pipeline_model_parallel_size,
+        virtual_pipeline_model_parallel_size=virtual_pipeline_model_parallel_size,
+    )
+    model_parallel_cuda_manual_seed(seed)
+    logger.info(
+        "distributed: world=%d tp=%d pp=%d dp=%d backend=%s",
+        world_size,
+        tensor_model_parallel_size,
+        pipeline_model_parallel_size,
+        parallel_state.get_data_parallel_world_size(),
+        "nccl" if use_cuda else "gloo",
+    )
+
+
+def destroy_distributed() -> None:
+    """Tear down Megatron's groups and the default process group (safe to call twice)."""
+    if parallel_state.model_parallel_is_initialized():
+        parallel_state.destroy_model_parallel()
+    if torch.distributed.is_initialized():
+        torch.distributed.destroy_process_group()

@@ -1,0 +1,1 @@
+"""Training on Megatron-Core: forward step and loss, optimizer, schedules, checkpoints, trainer."""

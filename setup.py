@@ -1,0 +1,46 @@
+"""Package metadata for megatron_optiml (OPT-IML on Megatron-Core)."""
+
+from setuptools import find_packages, setup
+
+# torch is pinned to the CPU build that lies on local disk for these machines; a looser range
+# would let pip pull a multi-GB CUDA build. Clusters install their own torch first (see README).
+INSTALL_REQUIRES = [
+    "torch==2.13.0",
+    "megatron-core==0.16.1",
+    "numpy",
+    "psutil",  # dist_checkpointing's torch_dist writer needs it and does not declare it
+    "transformers>=5,<6",
+    "tokenizers",
+    "safetensors",
+    "pyyaml",
+    "omegaconf>=2.3",
+    "tqdm",
+    "jinja2",
+    "rouge-score",
+    "matplotlib",
+    "tensorboard",
+]
+
+setup(
+    name="megatron_optiml",
+    version="0.1.0",
+    description="OPT-IML instruction meta-learning on NVIDIA Megatron-Core",
+    python_requires=">=3.11",
+    packages=find_packages(include=["megatron_optiml*", "data_prep*", "checkpoints_conversion*"]),
+    package_data={"megatron_optiml": ["assets/**/*"]},
+    include_package_data=True,
+    install_requires=INSTALL_REQUIRES,
+    extras_require={
+        "gpu": ["transformer-engine[pytorch]>=2.0"],
+        "dev": ["pytest>=8", "pytest-timeout", "ruff>=0.6"],
+    },
+    entry_points={
+        "console_scripts": [
+            "optiml-prepare=data_prep.cli:main",
+            "optiml-train=megatron_optiml.cli.train:main",
+            "optiml-convert=checkpoints_conversion.cli:main",
+            "optiml-evaluate=megatron_optiml.cli.evaluate:main",
+            "optiml-plan=megatron_optiml.cli.plan:main",
+        ]
+    },
+)
