@@ -1,0 +1,1 @@
+"""OPT-IML Bench builder: readers, splits, rendering, tokenization and blends (library + CLI)."""
