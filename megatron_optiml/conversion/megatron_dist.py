@@ -1,0 +1,252 @@
+"""Stream canonical OPT tensors into / out of a Megatron-Core torch_dist checkpoint, no model.
+
+The writer makes one small ``dist_checkpointing.save`` per group of tensors (the embeddings,
+one decoder layer, the final LayerNorm) into a scratch folder, moves its data files into the
+checkpoint and merges the torch.distributed.checkpoint ``.metadata`` of all groups at the
+end. Peak memory is one group, not the model, and every byte on disk is written by
+Megatron-Core's own torch_dist writer, so the trainer loads it like its own checkpoints.
+
+The sharded keys, global shapes and offsets are those of a TP=1, PP=1 ``GPTModel`` built with
+the local spec (``sharded_templates`` is checked against ``model.sharded_state_dict()`` in the
+tests). torch_dist reshards at load time, so one written layout serves every TP/PP layout, and
+the keys are the Transformer Engine ones (Megatron-Core's local spec maps its LayerNorm names
+onto TE's), so local and TE models load the same checkpoint.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import pickle
+import shutil
+from collections.abc import Iterator, Mapping
+from pathlib import Path
+
+import torch
+from megatron.core import dist_checkpointing
+from megatron.core.dist_checkpointing.mapping import ShardedObject, ShardedTensor
+from torch.distributed.checkpoint.metadata import Metadata, TensorStorageMetadata
+
+from megatron_optiml.conversion.sharding import TE_RENAMES
+from megatron_optiml.models.opt.flavors import OPTArch
+from megatron_optiml.models.opt.init import canonical_shapes
+
+logger = logging.getLogger(__name__)
+
+MODEL_KEY = "model"
+_DCP_METADATA = ".metadata"
+# Linear modules whose (empty, for the local spec) ``_extra_state`` Megatron saves per layer.
+_EXTRA_STATE_MODULES = (
+    "self_attention.linear_qkv",
+    "self_attention.linear_proj",
+    "mlp.linear_fc1",
+    "mlp.linear_fc2",
+)
+
+
+def _rank() -> int:
+    return torch.distributed.get_rank()
+
+
+def _split_layer_name(name: str) -> tuple[int | None, str]:
+    if name.startswith("decoder.layers."):
+        idx, rest = name[len("decoder.layers.") :].split(".", 1)
+        return int(idx), rest
+    return None, name
+
+
+def sharded_key(name: str) -> str:
+    """The checkpoint key of a canonical name (layer index folded into a prepended axis)."""
+    layer, rest = _split_layer_name(name)
+    if layer is None:
+        return name
+    return "decoder.layers." + TE_RENAMES.get(rest, rest)
+
+
+def sharded_tensor(
+    name: str, data: torch.Tensor, num_layers: int, *, partial: bool = False
+) -> ShardedTensor:
+    """A TP=1, PP=1 ShardedTensor for one canonical tensor, as ``GPTModel`` would build it."""
+    layer, _ = _split_layer_name(name)
+    key = sharded_key(name)
+    if layer is None:
+        return ShardedTensor.from_rank_offsets(
+            key,
+            data,
+            replica_id=(0, 0, 0),
+            # Megatron lets the vocab dimension differ at load time (padding).
+            allow_shape_mismatch=name == "embedding.word_embeddings.weight",
+        )
+    if partial:
+        # A [1, ...] chunk of the [num_layers, ...] tensor: the same bytes and chunk metadata
+        # as Megatron's prepended layer axis, but as a plain ShardedTensor, which Megatron-Core
+        # hands to DCP without assuming that the layers it lacks live on other ranks (with one
+        # rank and a one-layer save or load, that assumption fails).
+        return ShardedTensor.from_rank_offsets(
+            key, data.unsqueeze(0), (0, layer, num_layers), replica_id=(0, 0, 0)
+        )
+    return ShardedTensor.from_rank_offsets(
+        key, data, (0, layer, num_layers), replica_id=(0, 0, 0), prepend_axis_num=1
+    )
+
+
+def extra_state_objects(layer: int, num_layers: int) -> dict[str, ShardedObject]:
+    """The per-layer ``_extra_state`` objects of the local spec (their data is None)."""
+    return {
+        f"decoder.layers.{layer}.{m}._extra_state": ShardedObject(
+            f"decoder.layers.{m}._extra_state", None, (num_layers,), (layer,), (0, 0, 0)
+        )
+        for m in _EXTRA_STATE_MODULES
+    }
+
+
+def sharded_templates(arch: OPTArch, dtype: torch.dtype = torch.float32) -> dict:
+    """The whole TP=1, PP=1 sharded state dict with empty tensors (for tests and reading)."""
+    out: dict = {}
+    for name, shape in canonical_shapes(arch).items():
+        out[name] = sharded_tensor(name, torch.empty(shape, dtype=dtype), arch.num_layers)
+    for i in range(arch.num_layers):
+        out.update(extra_state_objects(i, arch.num_layers))
+    return out
+
+
+def _merge_metadata(into: Metadata | None, part: Metadata, rename: Mapping[str, str]) -> Metadata:
+    for info in part.storage_data.values():
+        info.relative_path = rename[info.relative_path]
+    if into is None:
+        return part
+    for fqn, md in part.state_dict_metadata.items():
+        have = into.state_dict_metadata.get(fqn)
+        if have is None:
+            into.state_dict_metadata[fqn] = md
+        elif isinstance(have, TensorStorageMetadata) and isinstance(md, TensorStorageMetadata):
+            if tuple(have.size) != tuple(md.size) or have.properties.dtype != md.properties.dtype:
+                raise ValueError(
+                    f"tensor {fqn!r}: group saves disagree on shape/dtype "
+                    f"({tuple(have.size)}/{have.properties.dtype} vs "
+                    f"{tuple(md.size)}/{md.properties.dtype})"
+                )
+            have.chunks.extend(md.chunks)
+        else:
+            raise ValueError(f"object {fqn!r} written twice")
+    into.storage_data.update(part.storage_data)
+    return into
+
+
+class StreamingCheckpointWriter:
+    """Write a model's ``"model"`` state group by group into one torch_dist checkpoint folder.
+
+    Collective: every rank calls :meth:`write` the same number of times (ranks other than the
+    one holding data pass ``{}``) and :meth:`close` once.
+    """
+
+    def __init__(self, ckpt_dir: str | os.PathLike, arch: OPTArch) -> None:
+        self.ckpt_dir = Path(ckpt_dir)
+        self.arch = arch
+        self._metadata: Metadata | None = None
+        self._count = 0
+        self._written: set[str] = set()
+        if _rank() == 0:
+            if self.ckpt_dir.exists() and any(self.ckpt_dir.iterdir()):
+                raise FileExistsError(f"{self.ckpt_dir}: not empty; refusing to overwrite")
+            self.ckpt_dir.mkdir(parents=True, exist_ok=True)
+        torch.distributed.barrier()
+
+    def write(self, tensors: Mapping[str, torch.Tensor]) -> None:
+        """Save one group of canonical tensors (e.g. one layer's twelve tensors)."""
+        expected = canonical_shapes(self.arch)
+        state: dict = {}
+        for name, t in tensors.items():
+            if name not in expected:
+                raise KeyError(f"tensor {name!r} is not part of the canonical OPT state dict")
+            if tuple(t.shape) != expected[name]:
+                raise ValueError(
+                    f"tensor {name!r}: shape {tuple(t.shape)} does not match the model's "
+                    f"{expected[name]}"
+                )
+            if name in self._written:
+                raise ValueError(f"tensor {name!r} written twice")
+            self._written.add(name)
+            state[name] = sharded_tensor(name, t.contiguous(), self.arch.num_layers, partial=True)
+            layer, rest = _split_layer_name(name)
+            if layer is not None and rest == "input_layernorm.weight":
+                state.update(extra_state_objects(layer, self.arch.num_layers))
+        scratch = self.ckpt_dir / f".group_{self._count:05d}"
+        if _rank() == 0:
+            scratch.mkdir()
+        torch.distributed.barrier()
+        dist_checkpointing.save({MODEL_KEY: state}, str(scratch), validate_access_integrity=False)
+        if _rank() == 0:
+            rename = {}
+            for f in sorted(scratch.glob("*.distcp")):
+                new = f"g{self._count:05d}{f.name}"
+                os.replace(f, self.ckpt_dir / new)
+                rename[f.name] = new
+            with open(scratch / _DCP_METADATA, "rb") as f:
+                part = pickle.load(f)  # noqa: S301 - written by this process a moment ago
+            self._metadata = _merge_metadata(self._metadata, part, rename)
+            if self._count == 0:
+                for keep in ("common.pt", "metadata.json"):
+                    if (scratch / keep).exists():
+                        os.replace(scratch / keep, self.ckpt_dir / keep)
+            shutil.rmtree(scratch)
+        self._count += 1
+        torch.distributed.barrier()
+
+    def close(self) -> None:
+        """Check completeness and write the merged ``.metadata`` (the checkpoint's index)."""
+        missing = sorted(set(canonical_shapes(self.arch)) - self._written)
+        if _rank() == 0:
+            if missing:
+                raise ValueError(f"checkpoint incomplete: tensors never written: {missing[:5]}...")
+            tmp = self.ckpt_dir / (_DCP_METADATA + ".tmp")
+            with open(tmp, "wb") as f:
+                pickle.dump(self._metadata, f)
+                f.flush()
+                os.fsync(f.fileno())
+            os.replace(tmp, self.ckpt_dir / _DCP_METADATA)
+        torch.distributed.barrier()
+
+
+def checkpoint_dtype(ckpt_dir: str | os.PathLike) -> torch.dtype:
+    """The dtype the checkpoint stores the word embeddings in."""
+    md = dist_checkpointing.load_tensors_metadata(str(ckpt_dir))
+    key = "embedding.word_embeddings.weight"
+    if key not in md:
+        raise KeyError(f"{ckpt_dir}: no tensor {key!r} (not an OPT model checkpoint?)")
+    return md[key].dtype
+
+
+def read_groups(
+    ckpt_dir: str | os.PathLike, arch: OPTArch, groups: list[list[str]]
+) -> Iterator[dict[str, torch.Tensor]]:
+    """Load canonical tensors group by group (only the ``"model"`` part, any saved layout).
+
+    Collective: every rank reads the same groups. Shapes are checked against ``arch`` by the
+    loader, which names the tensor on mismatch.
+    """
+    md = dist_checkpointing.load_tensors_metadata(str(ckpt_dir))
+    shapes = canonical_shapes(arch)
+    for group in groups:
+        request = {}
+        for name in group:
+            key = sharded_key(name)
+            if key not in md:
+                raise KeyError(f"{ckpt_dir}: checkpoint has no tensor {key!r} (for {name!r})")
+            layer, _ = _split_layer_name(name)
+            want = ((arch.num_layers,) if layer is not None else ()) + shapes[name]
+            if tuple(md[key].global_shape) != want:
+                raise ValueError(
+                    f"tensor {key!r}: checkpoint shape {tuple(md[key].global_shape)} does not "
+                    f"match the model's {want}"
+                )
+            request[name] = sharded_tensor(
+                name,
+                torch.empty(shapes[name], dtype=md[key].dtype),
+                arch.num_layers,
+                partial=True,
+            )
+        loaded = dist_checkpointing.load(
+            {MODEL_KEY: request}, str(ckpt_dir), validate_access_integrity=False
+        )[MODEL_KEY]
+        yield {name: loaded[name].reshape(shapes[name]) for name in group}
