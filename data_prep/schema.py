@@ -27,6 +27,11 @@ InstructionLevel = Literal["task", "instance"]
 INSTRUCTION_LEVELS: tuple[str, ...] = ("task", "instance")
 
 
+def normalize_category(name: str) -> str:
+    """Categories compare in lower case with single spaces ("Sentiment_Analysis" -> "sentiment analysis")."""
+    return " ".join(name.replace("_", " ").lower().split())
+
+
 @dataclass
 class Instance:
     """One example of a task."""

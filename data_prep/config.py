@@ -1,0 +1,295 @@
+"""Typed configuration of a bench build, loaded strictly from YAML (unknown keys are errors).
+
+Relative paths in the YAML are resolved against the YAML file's folder.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+import types
+import typing
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from data_prep.render import DEMO_SEPARATOR, PAPER_DELIMITERS
+
+SOURCE_TYPES = ("niv2", "bigbench", "promptsource", "jinja", "flan", "jsonl", "text")
+SPLITS_EVAL = ("heldout_category", "heldout_task", "heldout_instance")
+# Paper §4.3 / §5 (Table 5 "4/2/20/25/45/2/2" in the order CrossFit/ExMix/FLAN/NIV2/PS/T5/USKG).
+PAPER_BENCHMARK_SHARES = {
+    "promptsource": 0.45,
+    "niv2": 0.25,
+    "flan": 0.20,
+    "crossfit": 0.04,
+    "exmix": 0.02,
+    "t5": 0.02,
+    "unifiedskg": 0.02,
+}
+
+
+@dataclass(kw_only=True)
+class SourceConfig:
+    """One input collection."""
+
+    type: str
+    """Reader: one of SOURCE_TYPES."""
+    path: str
+    """File or folder of the collection (relative to the config file)."""
+    benchmark: str
+    """Benchmark name the tasks belong to (lower case; keys of blend.benchmark_shares)."""
+    templates: str | None = None
+    """Template YAML for `jinja` / `flan` sources."""
+    task: str | None = None
+    """Task name for single-task sources (`jinja`, `flan`, `text`; optional for `jsonl`)."""
+    task_field: str = "task"
+    """`jsonl`: the record field holding the task name when `task` is not set."""
+    category: str | None = None
+    """Category for all tasks of this source (the mapping file can still override per task)."""
+    instruction: str = ""
+    """`jsonl`: a hand-written instance-level instruction put before every input."""
+    datasets: list[str] | None = None
+    """`promptsource`: dataset names (default: the mapping file's tasks of this benchmark)."""
+    train_only: bool = False
+    """Never hold out these tasks or instances (pre-training text, reasoning data)."""
+
+    def validate(self) -> None:
+        if self.type not in SOURCE_TYPES:
+            raise ValueError(f"sources[].type={self.type!r} is not one of {SOURCE_TYPES}")
+        if self.type in ("jinja", "flan") and (self.templates is None or self.task is None):
+            raise ValueError(f"sources[].type={self.type!r} needs 'templates' and 'task'")
+        if self.type == "text" and self.task is None:
+            raise ValueError("sources[].type='text' needs 'task'")
+        if not self.benchmark or self.benchmark != self.benchmark.lower():
+            raise ValueError(f"sources[].benchmark={self.benchmark!r} must be non-empty lower case")
+
+
+@dataclass(kw_only=True)
+class SplitConfig:
+    """The three generalization splits (paper §2.3) and the validation split."""
+
+    seed: int = 1234
+    """Seed for every random choice of the split."""
+    heldout_categories: list[str] = field(default_factory=list)
+    """Fully held-out categories: all their tasks go to `heldout_category`."""
+    heldout_tasks: list[str] = field(default_factory=list)
+    """Tasks of seen categories held out to `heldout_task` (partially supervised)."""
+    heldout_task_fraction: float = 0.0
+    """Also hold out this fraction of each seen category's tasks (at least one task stays)."""
+    heldout_instance_fraction: float = 0.1
+    """Fraction of each training task's instances held out to `heldout_instance`."""
+    validation_fraction: float = 0.05
+    """Fraction of each training task's instances held out to `validation` (trainer's loss)."""
+    max_eval_instances: int | None = None
+    """Cap on instances per task in the evaluation splits (paper: 250 for validation eval)."""
+
+    def validate(self) -> None:
+        for name in ("heldout_task_fraction", "heldout_instance_fraction", "validation_fraction"):
+            v = getattr(self, name)
+            if not 0.0 <= v < 1.0:
+                raise ValueError(f"splits.{name}={v!r} must be in [0, 1)")
+        if self.heldout_instance_fraction + self.validation_fraction >= 1.0:
+            raise ValueError(
+                "splits.heldout_instance_fraction + splits.validation_fraction="
+                f"{self.heldout_instance_fraction + self.validation_fraction!r} must be < 1"
+            )
+        if self.max_eval_instances is not None and self.max_eval_instances < 1:
+            raise ValueError(f"splits.max_eval_instances={self.max_eval_instances!r} must be >= 1")
+
+
+@dataclass(kw_only=True)
+class LeakConfig:
+    """Train/eval leakage checks (paper §2.3)."""
+
+    policy: str = "error"
+    """Exact input duplicates between train and an eval split: `error`, `report` or `drop`
+    (drop removes them from train)."""
+    ngram: int = 13
+    """n of the task-pair n-gram overlap check (paper: 13)."""
+    pair_threshold: float = 0.01
+    """Report (train task, eval task) pairs whose overlap fraction is above this (paper: 1%)."""
+
+    def validate(self) -> None:
+        if self.policy not in ("error", "report", "drop"):
+            raise ValueError(f"leak.policy={self.policy!r} is not one of error, report, drop")
+        if self.ngram < 1:
+            raise ValueError(f"leak.ngram={self.ngram!r} must be >= 1")
+        if not 0.0 <= self.pair_threshold <= 1.0:
+            raise ValueError(f"leak.pair_threshold={self.pair_threshold!r} must be in [0, 1]")
+
+
+@dataclass(kw_only=True)
+class RenderConfig:
+    """Templating of training examples (paper §2.4)."""
+
+    delimiters: list[str] = field(default_factory=lambda: list(PAPER_DELIMITERS))
+    """Delimiters sampled per example when the prompt does not end in ':'."""
+    shots: int = 0
+    """Fixed number of demonstrations per example; 0 = zero-shot (the final OPT-IML recipe)."""
+    zipf_a: float | None = None
+    """If set, k ~ Zipf(zipf_a) truncated to 0..max_shots per example (MetaICL ablation, §4.8)."""
+    max_shots: int = 5
+    """Cap on k for Zipf sampling."""
+    demo_separator: str = DEMO_SEPARATOR
+    """Text between demonstrations (paper: three newlines)."""
+    max_seq_length: int = 2048
+    """Tokens (prompt + target + </s>); longer examples are truncated from the left."""
+
+    def validate(self) -> None:
+        if not self.delimiters:
+            raise ValueError("render.delimiters must not be empty")
+        if self.shots < 0:
+            raise ValueError(f"render.shots={self.shots!r} must be >= 0")
+        if self.zipf_a is not None and self.zipf_a <= 0:
+            raise ValueError(f"render.zipf_a={self.zipf_a!r} must be > 0")
+        if self.max_shots < 0:
+            raise ValueError(f"render.max_shots={self.max_shots!r} must be >= 0")
+        if self.max_seq_length < 2:
+            raise ValueError(f"render.max_seq_length={self.max_seq_length!r} must be >= 2")
+
+
+@dataclass(kw_only=True)
+class BlendConfig:
+    """Sampling weights (paper §4.2-4.3; metaseq PR #488 algorithm)."""
+
+    eps_cap: int = 4096
+    """Examples-proportional sampling maximum per task within its benchmark (EPS)."""
+    benchmark_caps: dict[str, int] = field(default_factory=dict)
+    """Per-benchmark EPS override (metaseq `--caps`)."""
+    benchmark_shares: dict[str, float] = field(default_factory=lambda: dict(PAPER_BENCHMARK_SHARES))
+    """Fixed share per benchmark; unlisted benchmarks share the rest by their capped size;
+    final weights are renormalized over benchmarks present in the data."""
+
+    def validate(self) -> None:
+        if self.eps_cap < 1:
+            raise ValueError(f"blend.eps_cap={self.eps_cap!r} must be >= 1")
+        for k, v in self.benchmark_caps.items():
+            if v < 1:
+                raise ValueError(f"blend.benchmark_caps.{k}={v!r} must be >= 1")
+        for k, v in self.benchmark_shares.items():
+            if not 0.0 <= v <= 1.0:
+                raise ValueError(f"blend.benchmark_shares.{k}={v!r} must be in [0, 1]")
+
+
+@dataclass(kw_only=True)
+class TokenizeConfig:
+    """Tokenization workers."""
+
+    workers: int = 1
+    """Worker processes (1 = tokenize in the main process)."""
+    chunk_size: int = 256
+    """Examples per work item sent to a worker."""
+
+    def validate(self) -> None:
+        if self.workers < 1:
+            raise ValueError(f"tokenize.workers={self.workers!r} must be >= 1")
+        if self.chunk_size < 1:
+            raise ValueError(f"tokenize.chunk_size={self.chunk_size!r} must be >= 1")
+
+
+@dataclass(kw_only=True)
+class BenchConfig:
+    """A whole bench build: sources, mapping, splits, leak check, rendering, tokenization, blend."""
+
+    sources: list[SourceConfig]
+    """Input collections."""
+    task_map: str | None = None
+    """Task -> category/benchmark mapping YAML (see data_prep.mapping)."""
+    seed: int = 1234
+    """Seed for rendering (delimiters, demonstrations)."""
+    splits: SplitConfig = field(default_factory=SplitConfig)
+    leak: LeakConfig = field(default_factory=LeakConfig)
+    render: RenderConfig = field(default_factory=RenderConfig)
+    blend: BlendConfig = field(default_factory=BlendConfig)
+    tokenize: TokenizeConfig = field(default_factory=TokenizeConfig)
+    write_train_text: bool = False
+    """Also write the train split as task JSONL (bench/train.jsonl)."""
+
+    def validate(self) -> None:
+        if not self.sources:
+            raise ValueError("sources must list at least one collection")
+        for s in self.sources:
+            s.validate()
+        for sub in (self.splits, self.leak, self.render, self.blend, self.tokenize):
+            sub.validate()
+
+
+def _build(cls: type, data: Any, where: str) -> Any:
+    """Construct dataclass `cls` from plain data, strictly (unknown keys raise)."""
+    if not isinstance(data, dict):
+        raise ValueError(f"{where}: expected a mapping, got {type(data).__name__}")
+    hints = typing.get_type_hints(cls)
+    names = {f.name for f in dataclasses.fields(cls)}
+    unknown = sorted(set(data) - names)
+    if unknown:
+        raise ValueError(f"{where}: unknown key {unknown[0]!r} (known: {sorted(names)})")
+    kwargs = {}
+    for key, value in data.items():
+        kwargs[key] = _convert(hints[key], value, f"{where}.{key}")
+    try:
+        return cls(**kwargs)
+    except TypeError as e:
+        raise ValueError(f"{where}: {e}") from e
+
+
+def _convert(tp: Any, value: Any, where: str) -> Any:
+    if dataclasses.is_dataclass(tp):
+        return _build(tp, value, where)
+    origin = typing.get_origin(tp)
+    if origin in (typing.Union, types.UnionType):
+        args = [a for a in typing.get_args(tp) if a is not type(None)]
+        if value is None:
+            return None
+        return _convert(args[0], value, where)
+    if origin is list:
+        if not isinstance(value, list):
+            raise ValueError(f"{where}={value!r} must be a list")
+        (arg,) = typing.get_args(tp)
+        return [_convert(arg, v, f"{where}[{i}]") for i, v in enumerate(value)]
+    if origin is dict:
+        if not isinstance(value, dict):
+            raise ValueError(f"{where}={value!r} must be a mapping")
+        _, varg = typing.get_args(tp)
+        return {str(k): _convert(varg, v, f"{where}.{k}") for k, v in value.items()}
+    if tp is float and isinstance(value, int) and not isinstance(value, bool):
+        return float(value)
+    if tp in (int, float, str, bool) and (
+        not isinstance(value, tp) or (tp is int and isinstance(value, bool))
+    ):
+        raise ValueError(f"{where}={value!r} must be {tp.__name__}")
+    return value
+
+
+def _resolve(path: str | None, base: Path) -> str | None:
+    if path is None:
+        return None
+    p = Path(os.path.expanduser(path))
+    return str(p if p.is_absolute() else (base / p).resolve())
+
+
+def config_from_dict(data: dict[str, Any], *, base_dir: str | os.PathLike = ".") -> BenchConfig:
+    """Build and validate a `BenchConfig`; relative paths resolve against `base_dir`."""
+    cfg = _build(BenchConfig, data, "config")
+    base = Path(base_dir)
+    cfg.task_map = _resolve(cfg.task_map, base)
+    for s in cfg.sources:
+        s.path = _resolve(s.path, base)
+        s.templates = _resolve(s.templates, base)
+    cfg.validate()
+    return cfg
+
+
+def load_config(path: str | os.PathLike) -> BenchConfig:
+    """Load a bench config YAML strictly."""
+    path = Path(path)
+    try:
+        data = yaml.safe_load(path.read_text(encoding="utf-8"))
+    except (OSError, yaml.YAMLError) as e:
+        raise ValueError(f"{path}: cannot read config ({e})") from e
+    try:
+        return config_from_dict(data or {}, base_dir=path.parent)
+    except ValueError as e:
+        raise ValueError(f"{path}: {e}") from e

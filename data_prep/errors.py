@@ -1,0 +1,12 @@
+"""The error raised for bad input data: always names the file (and line), task and field."""
+
+from __future__ import annotations
+
+
+class DataError(ValueError):
+    """Malformed or incomplete input; the message says where (file:line, task, field)."""
+
+
+def where(path: object, line: int | None = None) -> str:
+    """`path` or `path:line` for messages."""
+    return f"{path}:{line}" if line is not None else str(path)

@@ -1,0 +1,69 @@
+"""One reader per collection format; `read_source` dispatches on a source config's `type`."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from data_prep.config import SourceConfig
+from data_prep.errors import DataError
+from data_prep.mapping import TaskMap
+from data_prep.readers.bigbench import read_bigbench
+from data_prep.readers.jsonl import read_jsonl, read_text
+from data_prep.readers.niv2 import read_niv2
+from data_prep.readers.promptsource import read_promptsource
+from data_prep.readers.templates import read_flan, read_jinja
+from data_prep.schema import Task
+
+__all__ = ["read_source", "read_sources"]
+
+
+def read_source(src: SourceConfig, task_map: TaskMap) -> list[Task]:
+    """Read one collection into tasks (categories not yet applied)."""
+    path = Path(src.path)
+    if not path.exists():
+        raise DataError(f"{path}: no such file or folder (source type {src.type!r})")
+    if src.type == "niv2":
+        return read_niv2(path, benchmark=src.benchmark)
+    if src.type == "bigbench":
+        return read_bigbench(path, benchmark=src.benchmark)
+    if src.type == "promptsource":
+        datasets = src.datasets if src.datasets is not None else task_map.task_names(src.benchmark)
+        return read_promptsource(path, datasets=datasets, benchmark=src.benchmark)
+    if src.type == "jinja":
+        return [read_jinja(path, Path(src.templates), task=src.task, benchmark=src.benchmark)]
+    if src.type == "flan":
+        return [read_flan(path, Path(src.templates), task=src.task, benchmark=src.benchmark)]
+    if src.type == "jsonl":
+        return read_jsonl(
+            path,
+            benchmark=src.benchmark,
+            task=src.task,
+            task_field=src.task_field,
+            instruction=src.instruction,
+        )
+    if src.type == "text":
+        return read_text(path, benchmark=src.benchmark, task=src.task)
+    raise DataError(f"unknown source type {src.type!r}")
+
+
+def read_sources(sources: list[SourceConfig], task_map: TaskMap) -> tuple[list[Task], set[str]]:
+    """All tasks of all sources with categories applied; names must be unique.
+
+    Returns the tasks and the names of train-only tasks.
+    """
+    tasks: list[Task] = []
+    train_only: set[str] = set()
+    seen: dict[str, str] = {}
+    for src in sources:
+        for task in read_source(src, task_map):
+            if task.name in seen:
+                raise DataError(
+                    f"task {task.name!r} is defined twice: {seen[task.name]} and {task.source}"
+                )
+            seen[task.name] = task.source
+            if not task.instances:
+                raise DataError(f"task {task.name!r} ({task.source}): no instances")
+            tasks.append(task_map.apply(task, default_category=src.category))
+            if src.train_only:
+                train_only.add(task.name)
+    return tasks, train_only
