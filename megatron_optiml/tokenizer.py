@@ -34,9 +34,7 @@ def load_opt_tokenizer(directory: str | os.PathLike | None = None):
     # from being split into bytes and lets decode(skip_special_tokens=True) drop them.
     from tokenizers import AddedToken
 
-    tok.add_special_tokens(
-        [AddedToken(t, special=True) for t in ("<s>", "<pad>", "</s>", "<unk>")]
-    )
+    tok.add_special_tokens([AddedToken(t, special=True) for t in ("<s>", "<pad>", "</s>", "<unk>")])
     return tok
 
 

@@ -1,0 +1,106 @@
+import dataclasses
+
+import pytest
+
+from data_prep.config import SplitConfig
+from data_prep.errors import DataError
+from data_prep.leak import enforce_leak_policy, find_exact_leaks, normalize_text, task_pair_overlap
+from data_prep.mapping import load_task_map
+from data_prep.readers import read_sources
+from data_prep.schema import Instance, Task
+from data_prep.splits import ALL_SPLITS, split_tasks
+
+
+@pytest.fixture
+def bundled(bench_config):
+    tasks, train_only = read_sources(bench_config.sources, load_task_map(bench_config.task_map))
+    return tasks, train_only, bench_config.splits
+
+
+def _instances(tasks):
+    return {(t.name, i.id) for t in tasks for i in t.instances}
+
+
+def test_three_splits_are_disjoint_and_non_empty(bundled):
+    tasks, train_only, cfg = bundled
+    s = split_tasks(tasks, cfg, train_only=train_only)
+    for name in ALL_SPLITS:
+        assert s[name], name
+    train_tasks = {t.name for t in s["train"]}
+    # fully held-out categories never appear in train
+    assert not {t.category for t in s["heldout_category"]} & {t.category for t in s["train"]}
+    # held-out tasks: unseen tasks of seen categories
+    assert not {t.name for t in s["heldout_task"]} & train_tasks
+    assert {t.category for t in s["heldout_task"]} <= {t.category for t in s["train"]}
+    # held-out instances and validation: seen tasks, unseen instances
+    assert {t.name for t in s["heldout_instance"]} <= train_tasks
+    ids = {name: _instances(s[name]) for name in ALL_SPLITS}
+    for a in ALL_SPLITS:
+        for b in ALL_SPLITS:
+            if a < b:
+                assert not ids[a] & ids[b], (a, b)
+    # nothing lost: every instance lands in exactly one split
+    assert sum(len(v) for v in ids.values()) == len(_instances(tasks))
+    # and no exact input duplicate crosses train/eval
+    assert find_exact_leaks(s["train"], s.evals()) == []
+
+
+def test_splits_deterministic_given_seed(bundled):
+    tasks, train_only, cfg = bundled
+    a = split_tasks(tasks, cfg, train_only=train_only)
+    b = split_tasks(list(reversed(tasks)), cfg, train_only=train_only)
+    c = split_tasks(tasks, dataclasses.replace(cfg, seed=7), train_only=train_only)
+    for name in ALL_SPLITS:
+        assert _instances(a[name]) == _instances(b[name])
+    assert _instances(a["validation"]) != _instances(c["validation"])
+
+
+def test_heldout_task_fraction(bundled):
+    tasks, train_only, cfg = bundled
+    cfg = dataclasses.replace(cfg, heldout_tasks=[], heldout_task_fraction=0.5)
+    s = split_tasks(tasks, cfg, train_only=train_only)
+    assert s["heldout_task"]
+    assert {t.category for t in s["heldout_task"]} <= {t.category for t in s["train"]}
+
+
+def test_unknown_heldout_names_are_errors(bundled):
+    tasks, _, cfg = bundled
+    with pytest.raises(ValueError, match="heldout_categories: 'nope'"):
+        split_tasks(tasks, dataclasses.replace(cfg, heldout_categories=["nope"]))
+
+
+def _t(name, inputs, category="c"):
+    return Task(
+        name=name,
+        benchmark="b",
+        category=category,
+        instruction_level="instance",
+        instances=[Instance(input=x, outputs=["o"], id=str(i)) for i, x in enumerate(inputs)],
+    )
+
+
+def test_planted_leak_is_caught():
+    train = [_t("tr", ["The cat sat.", "Dogs bark loudly"])]
+    evals = {"heldout_task": [_t("ev", ["  the CAT sat ", "fresh input"])]}
+    with pytest.raises(DataError, match=r"heldout_task/ev instance '0' also in train task\(s\) tr"):
+        enforce_leak_policy(train, evals, "error")
+    kept, leaks = enforce_leak_policy(train, evals, "report")
+    assert len(leaks) == 1 and kept == train
+    kept, _ = enforce_leak_policy(train, evals, "drop")
+    assert [i.input for i in kept[0].instances] == ["Dogs bark loudly"]
+
+
+def test_task_pair_13gram_overlap():
+    words = " ".join(f"w{i}" for i in range(20))
+    train = [_t("tr", [f"intro {words} outro"]), _t("other", ["unrelated text"])]
+    ev = _t("ev", [f"{words[:60]}", *[f"clean example {i}" for i in range(9)]])
+    pairs = task_pair_overlap(train, {"heldout_task": [ev]}, n=13, threshold=0.01)
+    assert [(p.eval_task, p.train_task) for p in pairs] == [("ev", "tr")]
+    assert pairs[0].fraction == pytest.approx(0.1)
+    assert task_pair_overlap(train, {"heldout_task": [ev]}, n=13, threshold=0.2) == []
+    assert normalize_text("A, b!  C") == "a b c"
+
+
+def test_split_config_validation():
+    with pytest.raises(ValueError, match=r"splits.validation_fraction=1.5"):
+        SplitConfig(validation_fraction=1.5).validate()
