@@ -1,0 +1,217 @@
+"""Measure what the planner predicts, on a live Megatron-Core model: bytes of parameters,
+gradient buffers and optimizer states (tensor storages), and bytes saved for the backward.
+
+On CPU there is no allocator peak to read, so these storage counts are the measurable part;
+on a GPU, ``torch.cuda.max_memory_allocated`` is the end-to-end check.
+"""
+
+from __future__ import annotations
+
+import os
+import weakref
+from collections.abc import Iterable
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from typing import Any
+
+import torch
+
+
+def _storage_key(t: torch.Tensor) -> tuple[int, int]:
+    s = t.untyped_storage()
+    return s.data_ptr(), s.nbytes()
+
+
+def unique_storage_bytes(
+    tensors: Iterable[torch.Tensor], exclude: set[int] | frozenset[int] = frozenset()
+) -> int:
+    """Bytes of the distinct storages behind ``tensors`` (views count once), skipping
+    storages whose data pointer is in ``exclude``."""
+    seen: dict[int, int] = {}
+    for t in tensors:
+        ptr, nbytes = _storage_key(t)
+        if ptr not in exclude and nbytes:
+            seen[ptr] = max(seen.get(ptr, 0), nbytes)
+    return sum(seen.values())
+
+
+def _optimizer_tensors(optimizer: Any) -> tuple[list[torch.Tensor], list[torch.Tensor]]:
+    """(main params, state tensors) of a Megatron optimizer (chained or not)."""
+    inner = getattr(optimizer, "chained_optimizers", None) or [optimizer]
+    params, states = [], []
+    for opt in inner:
+        torch_opt = getattr(opt, "optimizer", opt)
+        for group in torch_opt.param_groups:
+            params.extend(group["params"])
+        for state in torch_opt.state.values():
+            states.extend(v for v in state.values() if torch.is_tensor(v) and v.numel() > 1)
+    return params, states
+
+
+@dataclass(frozen=True, kw_only=True)
+class MeasuredStates:
+    """Bytes of model state on this rank."""
+
+    weights: int
+    grads: int
+    optimizer: int
+
+
+def measure_state_bytes(model: torch.nn.Module, ddp_buffers: Iterable[Any], optimizer: Any):
+    """Weights (parameter storages), grads (DDP ``grad_data`` buffers) and optimizer states
+    (fp32 main params that are not the weights themselves, plus Adam's moments)."""
+    params = list(model.parameters())
+    weights = unique_storage_bytes(params)
+    weight_ptrs = {_storage_key(p)[0] for p in params}
+    grads = unique_storage_bytes(b.grad_data for b in ddp_buffers)
+    main_params, states = _optimizer_tensors(optimizer)
+    optimizer_bytes = unique_storage_bytes(main_params + states, exclude=weight_ptrs)
+    return MeasuredStates(weights=weights, grads=grads, optimizer=optimizer_bytes)
+
+
+@dataclass
+class SavedTensorLog:
+    """Tensors saved for the backward during a forward (filled by :func:`record_saved`)."""
+
+    exclude: set[int] = field(default_factory=set)
+    refs: list[weakref.ref] = field(default_factory=list)
+
+    def alive(self) -> list[torch.Tensor]:
+        return [t for t in (r() for r in self.refs) if t is not None]
+
+    @property
+    def nbytes(self) -> int:
+        """Bytes of the distinct storages still held by the autograd graph.
+
+        Only live tensors count: a sub-graph built and dropped inside the forward (Megatron
+        runs bias-dropout-add under ``torch.enable_grad`` even inside a no-grad recompute
+        checkpoint) saves tensors that are freed again. Live storages cannot be reused, so
+        de-duplicating them by data pointer is exact.
+        """
+        return unique_storage_bytes(self.alive(), exclude=self.exclude)
+
+
+@contextmanager
+def record_saved(exclude: Iterable[torch.Tensor] = ()):
+    """Log what autograd saves inside the block, minus ``exclude``'s storages (pass the
+    parameters: weights saved by linears are not activations)."""
+    log = SavedTensorLog(exclude={_storage_key(t)[0] for t in exclude})
+
+    def pack(t: torch.Tensor) -> torch.Tensor:
+        log.refs.append(weakref.ref(t))
+        return t
+
+    with torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t):
+        yield log
+
+
+@dataclass(frozen=True, kw_only=True)
+class TinyRunMeasurement:
+    states: MeasuredStates
+    saved_activation_bytes: int
+    num_parameters: int
+
+
+def measure_tiny_run(
+    arch: Any,
+    *,
+    seq_length: int,
+    micro_batch_size: int,
+    bf16: bool = True,
+    use_distributed_optimizer: bool = False,
+    hidden_dropout: float = 0.1,
+    attention_dropout: float = 0.0,
+    recompute: str = "none",
+    seed: int = 1234,
+) -> TinyRunMeasurement:
+    """One forward/backward/Adam step of ``arch`` (local spec, tp=pp=1) on this rank.
+
+    Initialises torch.distributed + Megatron's groups from the environment when they are not
+    yet up (a single in-process rank needs WORLD_SIZE=1 RANK=0 MASTER_PORT=<free port>) and
+    tears down what it started.
+    """
+    from megatron.core import parallel_state as ps
+    from megatron.core.distributed import DistributedDataParallel, DistributedDataParallelConfig
+    from megatron.core.optimizer import OptimizerConfig, get_megatron_optimizer
+    from megatron.core.transformer.module import Float16Module
+
+    from megatron_optiml.models.opt import build_opt_model, build_transformer_config
+    from megatron_optiml.parallel import destroy_distributed, init_distributed
+
+    started = not ps.model_parallel_is_initialized()
+    if started:
+        os.environ.setdefault("WORLD_SIZE", "1")
+        os.environ.setdefault("RANK", "0")
+        init_distributed(seed=seed)
+    try:
+        dtype = torch.bfloat16 if bf16 else torch.float32
+        recompute_fields: dict[str, Any] = {}
+        if recompute == "selective":
+            recompute_fields = dict(recompute_granularity="selective")
+        elif recompute == "full":
+            recompute_fields = dict(
+                recompute_granularity="full", recompute_method="uniform", recompute_num_layers=1
+            )
+        config = build_transformer_config(
+            arch,
+            bf16=bf16,
+            params_dtype=dtype,
+            pipeline_dtype=dtype,
+            hidden_dropout=hidden_dropout,
+            attention_dropout=attention_dropout,
+            **recompute_fields,
+        )
+        model = build_opt_model(arch, config, transformer_impl="local")
+        if bf16:
+            # As Megatron-LM's get_model: cast every parameter (LayerNorms included) to bf16
+            # and the inputs/outputs at the module boundary.
+            model = Float16Module(config, model)
+        ddp = DistributedDataParallel(
+            config,
+            DistributedDataParallelConfig(
+                grad_reduce_in_fp32=True,
+                overlap_grad_reduce=False,
+                use_distributed_optimizer=use_distributed_optimizer,
+            ),
+            model,
+        )
+        optimizer = get_megatron_optimizer(
+            OptimizerConfig(
+                optimizer="adam",
+                lr=1e-4,
+                bf16=bf16,
+                params_dtype=dtype,
+                use_distributed_optimizer=use_distributed_optimizer,
+            ),
+            [ddp],
+        )
+        g = torch.Generator().manual_seed(seed)
+        b, s = micro_batch_size, seq_length
+        tokens = torch.randint(3, 1000, (b, s), generator=g)
+        labels = torch.randint(3, 1000, (b, s), generator=g)
+        positions = torch.arange(s).expand(b, s).contiguous()
+        ddp.zero_grad_buffer()
+        optimizer.zero_grad()
+        params = list(model.parameters())
+        with record_saved(exclude=params) as log:
+            loss = ddp(tokens, positions, None, labels=labels)
+        saved = log.nbytes
+        del log
+        loss.float().sum().backward()
+        ddp.finish_grad_sync()
+        optimizer.step()  # Adam allocates its moments on the first step
+        states = measure_state_bytes(model, ddp.buffers + ddp.expert_parallel_buffers, optimizer)
+        return TinyRunMeasurement(
+            states=states,
+            saved_activation_bytes=saved,
+            num_parameters=sum(p.numel() for p in params),
+        )
+    finally:
+        if started:
+            destroy_distributed()
+
+
+def tiny_run_worker(rank: int, world_size: int, arch: Any, kwargs: dict[str, Any]):
+    """:func:`measure_tiny_run` on one of ``world_size`` data-parallel gloo ranks (for
+    ``megatron_optiml.testing.distributed.run_distributed``)."""
+    return measure_tiny_run(arch, **kwargs)
