@@ -288,8 +288,9 @@ def suggest_layouts(
     """Every (tp, pp, vp, micro batch, recompute) that runs and fits, best estimated tokens/s
     first. Sequence parallelism is on whenever tp > 1.
 
-    The step-time model has no communication term, so ties (same bubble and recompute) are
-    broken toward less model parallelism -- smaller tp, then pp -- and then lower memory.
+    The step-time model has no communication term and no GEMM-size effect, so ties (same
+    bubble and recompute) are broken toward less model parallelism -- smaller tp, then pp --
+    and then toward the larger micro batch (better GEMM efficiency on real hardware).
     """
     if pps is None:
         pps = [p for p in range(1, arch.num_layers + 1) if arch.num_layers % p == 0]
@@ -326,7 +327,7 @@ def suggest_layouts(
             -round(p.tokens_per_s, 3),
             p.inp.tp * p.inp.pp,
             p.inp.tp,
-            p.peak.total,
+            -p.inp.micro_batch_size,
         ),
     )
 

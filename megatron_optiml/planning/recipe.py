@@ -1,0 +1,102 @@
+"""Read a planner layout from a NeMo-layout run recipe (dict from YAML).
+
+TODO(lead): when ``megatron_optiml/config`` (the typed RunConfig) lands, build the PlanInput
+from the validated RunConfig instead of raw keys; :func:`plan_input_from_recipe` is the one
+place to change.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from megatron_optiml.models.opt.flavors import OPTArch, get_flavor
+
+_MISSING = object()
+
+
+def _get(recipe: dict[str, Any], dotted: str, default: Any = _MISSING) -> Any:
+    node: Any = recipe
+    for key in dotted.split("."):
+        if not isinstance(node, dict) or key not in node:
+            if default is _MISSING:
+                raise ValueError(f"recipe has no {dotted!r}")
+            return default
+        node = node[key]
+    return node
+
+
+def precision_from_recipe(recipe: dict[str, Any]) -> str:
+    """NeMo/Lightning precision names -> 'bf16' | 'fp16' | 'fp32' | 'fp8' (model.fp8)."""
+    if _get(recipe, "model.fp8", False):
+        return "fp8"
+    value = str(_get(recipe, "trainer.precision", "bf16")).lower()
+    table = {
+        "bf16": "bf16",
+        "bf16-mixed": "bf16",
+        "16": "fp16",
+        "16-mixed": "fp16",
+        "fp16": "fp16",
+        "32": "fp32",
+        "32-true": "fp32",
+        "fp32": "fp32",
+        "fp8": "fp8",
+    }
+    if value not in table:
+        raise ValueError(f"trainer.precision={value!r}: expected one of {sorted(table)}")
+    return table[value]
+
+
+def arch_from_recipe(recipe: dict[str, Any]) -> tuple[str, OPTArch]:
+    """``model.flavor`` (an OPT_FLAVORS key), or NeMo's explicit shape keys."""
+    flavor = _get(recipe, "model.flavor", None)
+    if flavor is not None:
+        return str(flavor), get_flavor(str(flavor))
+    h = int(_get(recipe, "model.hidden_size"))
+    arch = OPTArch(
+        num_layers=int(_get(recipe, "model.num_layers")),
+        hidden_size=h,
+        num_attention_heads=int(_get(recipe, "model.num_attention_heads")),
+        ffn_hidden_size=int(_get(recipe, "model.ffn_hidden_size", 4 * h)),
+    )
+    return f"{arch.num_parameters() / 1e9:.1f}B (from recipe shape)", arch
+
+
+def plan_input_from_recipe(recipe: dict[str, Any]) -> tuple[dict[str, Any], dict[str, Any]]:
+    """(PlanInput fields, ClusterSpec fields) read from a NeMo-layout recipe dict.
+
+    Keys: model.{tensor,pipeline,virtual_pipeline}_model_parallel_size, model.sequence_parallel,
+    model.micro_batch_size, model.global_batch_size, model.encoder_seq_length or
+    model.data.seq_length, trainer.precision (+ model.fp8), trainer.num_nodes,
+    trainer.devices, model.optim.name ('distributed_fused_adam' = distributed optimizer),
+    model.activations_checkpoint_granularity (null | selective | full), model.hidden_dropout,
+    model.attention_dropout.
+    """
+    flavor, arch = arch_from_recipe(recipe)
+    seq = _get(recipe, "model.encoder_seq_length", None)
+    if seq is None:
+        seq = _get(recipe, "model.data.seq_length", 2048)
+    granularity = _get(recipe, "model.activations_checkpoint_granularity", None)
+    recompute = "none" if granularity in (None, "null", "none") else str(granularity)
+    fields: dict[str, Any] = dict(
+        arch=arch,
+        tp=int(_get(recipe, "model.tensor_model_parallel_size", 1)),
+        pp=int(_get(recipe, "model.pipeline_model_parallel_size", 1)),
+        vp=_get(recipe, "model.virtual_pipeline_model_parallel_size", None),
+        sequence_parallel=bool(_get(recipe, "model.sequence_parallel", False)),
+        micro_batch_size=int(_get(recipe, "model.micro_batch_size")),
+        global_batch_size=int(_get(recipe, "model.global_batch_size")),
+        seq_length=int(seq),
+        precision=precision_from_recipe(recipe),
+        use_distributed_optimizer=_get(recipe, "model.optim.name", "") == "distributed_fused_adam",
+        recompute=recompute,
+        extra={"flavor": flavor},
+    )
+    for key in ("hidden_dropout", "attention_dropout"):
+        value = _get(recipe, f"model.{key}", None)
+        if value is not None:
+            fields[key] = float(value)
+    cluster = dict(
+        num_nodes=int(_get(recipe, "trainer.num_nodes", 1)),
+        gpus_per_node=int(_get(recipe, "trainer.devices", 8)),
+    )
+    return fields, cluster
