@@ -38,13 +38,13 @@ def stream_lengths(examples: ExampleStream) -> np.ndarray:
     """Packed length of every sample of the example stream, without reading tokens."""
     if isinstance(examples, InstructionExampleDataset):
         return examples.sample_lengths()
-    dataset_index = np.asarray(examples.dataset_index)
-    dataset_sample_index = np.asarray(examples.dataset_sample_index)
-    lengths = np.empty(dataset_index.size, dtype=np.int64)
-    for d, ds in enumerate(examples.datasets):
-        sel = dataset_index == d
-        lengths[sel] = ds.sample_lengths()[dataset_sample_index[sel]]
-    return lengths
+    # One gather over the concatenated per-dataset lengths: O(samples), whatever the task count.
+    per_dataset = [ds.sample_lengths() for ds in examples.datasets]
+    starts = np.zeros(len(per_dataset), dtype=np.int64)
+    np.cumsum([x.size for x in per_dataset[:-1]], out=starts[1:])
+    flat = np.concatenate(per_dataset)
+    dataset_index = np.asarray(examples.dataset_index, dtype=np.int64)
+    return flat[starts[dataset_index] + np.asarray(examples.dataset_sample_index)]
 
 
 class PackedInstructionDataset(torch.utils.data.Dataset):

@@ -148,3 +148,18 @@ def test_config_validation():
         PackedInstructionDatasetConfig(random_seed=0, sequence_length=16, pack_algorithm="x")
     with pytest.raises(ValueError, match="pad_token_id"):
         PackedInstructionDatasetConfig(random_seed=0, sequence_length=16, pad_token_id=2)
+
+
+def test_a_longer_run_keeps_the_packs_of_a_shorter_one(blend_path):
+    short, _, _ = build(blend_path, num_packs=(20, None, None))
+    long, _, _ = build(blend_path, num_packs=(60, None, None))
+    # Same blended example stream prefix, so every full window packs identically.
+    full_windows = len(short.examples) // 32 * 32
+    same = [
+        p
+        for p in range(len(short))
+        if short.pack_members[short.pack_offsets[p + 1] - 1] < full_windows
+    ]
+    assert len(same) >= 10
+    for p in same:
+        assert np.array_equal(short[p]["tokens"], long[p]["tokens"])
