@@ -35,7 +35,7 @@ def packed_logits_worker(
     or the positions do not restart (both must be large for the test to mean anything).
     """
     from megatron_optiml.parallel import init_distributed
-    from megatron_optiml.training.step import masked_token_loss
+    from megatron_optiml.training.step import forward_step, masked_token_loss
 
     init_distributed(seed=seed)
     torch.manual_seed(seed)
@@ -49,6 +49,9 @@ def packed_logits_worker(
         causal_only = model(tokens, positions, None)
         no_reset = model(tokens, torch.arange(s).expand(b, s), batch["attention_mask"])
         loss_sum, num_tokens, _ = masked_token_loss(batch["loss_mask"], packed_loss)
+        # The same micro-batch dict through the training forward step and its loss function.
+        output, loss_func = forward_step(iter([batch]), model)
+        step_sum, step_tokens, _ = loss_func(output)
         diff = causal_diff = reset_diff = 0.0
         alone_sum, alone_tokens, num_examples = 0.0, 0, 0
         for row, sample in enumerate(samples):
@@ -75,6 +78,7 @@ def packed_logits_worker(
         "causal_only_diff": causal_diff,
         "no_reset_diff": reset_diff,
         "packed_loss": float(loss_sum) / int(num_tokens),
+        "forward_step_loss": float(step_sum) / int(step_tokens),
         "alone_loss": alone_sum / alone_tokens,
         "num_tokens": int(num_tokens),
         "alone_tokens": alone_tokens,

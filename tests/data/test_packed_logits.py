@@ -42,3 +42,4 @@ def test_loss_is_the_mean_over_target_tokens(result):
     # Summed packed loss / target tokens == summed per-example losses / their tokens.
     assert result["num_tokens"] == result["alone_tokens"]
     assert result["packed_loss"] == pytest.approx(result["alone_loss"], rel=1e-6)
+    assert result["forward_step_loss"] == pytest.approx(result["packed_loss"], rel=1e-6)
