@@ -25,7 +25,12 @@ from pathlib import Path
 import torch
 from megatron.core import dist_checkpointing
 from megatron.core.dist_checkpointing.mapping import ShardedObject, ShardedTensor
-from torch.distributed.checkpoint.metadata import Metadata, TensorStorageMetadata
+from torch.distributed.checkpoint.metadata import (
+    ChunkStorageMetadata,
+    Metadata,
+    MetadataIndex,
+    TensorStorageMetadata,
+)
 
 from megatron_optiml.conversion.sharding import TE_RENAMES
 from megatron_optiml.models.opt.flavors import OPTArch
@@ -63,9 +68,7 @@ def sharded_key(name: str) -> str:
     return "decoder.layers." + TE_RENAMES.get(rest, rest)
 
 
-def sharded_tensor(
-    name: str, data: torch.Tensor, num_layers: int, *, partial: bool = False
-) -> ShardedTensor:
+def sharded_tensor(name: str, data: torch.Tensor, num_layers: int) -> ShardedTensor:
     """A TP=1, PP=1 ShardedTensor for one canonical tensor, as ``GPTModel`` would build it."""
     layer, _ = _split_layer_name(name)
     key = sharded_key(name)
@@ -77,16 +80,27 @@ def sharded_tensor(
             # Megatron lets the vocab dimension differ at load time (padding).
             allow_shape_mismatch=name == "embedding.word_embeddings.weight",
         )
-    if partial:
-        # A [1, ...] chunk of the [num_layers, ...] tensor: the same bytes and chunk metadata
-        # as Megatron's prepended layer axis, but as a plain ShardedTensor, which Megatron-Core
-        # hands to DCP without assuming that the layers it lacks live on other ranks (with one
-        # rank and a one-layer save or load, that assumption fails).
-        return ShardedTensor.from_rank_offsets(
-            key, data.unsqueeze(0), (0, layer, num_layers), replica_id=(0, 0, 0)
-        )
     return ShardedTensor.from_rank_offsets(
         key, data, (0, layer, num_layers), replica_id=(0, 0, 0), prepend_axis_num=1
+    )
+
+
+def _one_layer_tensor(name: str, data: torch.Tensor) -> ShardedTensor:
+    """A layer tensor saved alone as a whole ``[1, ...]`` tensor; :func:`_merge_metadata` then
+    places it at its layer's offset of the ``[num_layers, ...]`` tensor. (DCP checks that a
+    save covers each tensor it declares, so a one-layer save cannot declare all layers.)"""
+    return ShardedTensor.from_rank_offsets(
+        sharded_key(name), data.unsqueeze(0), replica_id=(0, 0, 0)
+    )
+
+
+def _one_layer_request(name: str, data: torch.Tensor, num_layers: int) -> ShardedTensor:
+    """A ``[1, ...]`` chunk of the ``[num_layers, ...]`` tensor to load, as a plain (not
+    prepended-axis) ShardedTensor: Megatron-Core then does not assume that the layers it
+    lacks live on other ranks (with one rank that assumption fails)."""
+    layer, _ = _split_layer_name(name)
+    return ShardedTensor.from_rank_offsets(
+        sharded_key(name), data.unsqueeze(0), (0, layer, num_layers), replica_id=(0, 0, 0)
     )
 
 
@@ -110,9 +124,33 @@ def sharded_templates(arch: OPTArch, dtype: torch.dtype = torch.float32) -> dict
     return out
 
 
-def _merge_metadata(into: Metadata | None, part: Metadata, rename: Mapping[str, str]) -> Metadata:
-    for info in part.storage_data.values():
+def _merge_metadata(
+    into: Metadata | None,
+    part: Metadata,
+    rename: Mapping[str, str],
+    layer: int | None,
+    num_layers: int,
+) -> Metadata:
+    """Fold one group save's DCP metadata into the running one: data files renamed, a layer's
+    whole ``[1, ...]`` tensors moved to offset ``layer`` of ``[num_layers, ...]``."""
+    storage = {}
+    for index, info in part.storage_data.items():
         info.relative_path = rename[info.relative_path]
+        if layer is not None and index.fqn.startswith("decoder.layers.") and index.offset:
+            index = MetadataIndex(index.fqn, (layer, *index.offset[1:]))
+        storage[index] = info
+    part.storage_data = storage
+    for fqn, md in part.state_dict_metadata.items():
+        if (
+            layer is not None
+            and isinstance(md, TensorStorageMetadata)
+            and fqn.startswith("decoder.layers.")
+        ):
+            md.size = torch.Size((num_layers, *md.size[1:]))
+            md.chunks = [
+                ChunkStorageMetadata(torch.Size((layer, *c.offsets[1:])), c.sizes)
+                for c in md.chunks
+            ]
     if into is None:
         return part
     for fqn, md in part.state_dict_metadata.items():
@@ -156,6 +194,10 @@ class StreamingCheckpointWriter:
         """Save one group of canonical tensors (e.g. one layer's twelve tensors)."""
         expected = canonical_shapes(self.arch)
         state: dict = {}
+        layers = {_split_layer_name(n)[0] for n in tensors} - {None}
+        if len(layers) > 1:
+            raise ValueError(f"a group holds at most one layer, got layers {sorted(layers)}")
+        layer = layers.pop() if layers else None
         for name, t in tensors.items():
             if name not in expected:
                 raise KeyError(f"tensor {name!r} is not part of the canonical OPT state dict")
@@ -167,9 +209,12 @@ class StreamingCheckpointWriter:
             if name in self._written:
                 raise ValueError(f"tensor {name!r} written twice")
             self._written.add(name)
-            state[name] = sharded_tensor(name, t.contiguous(), self.arch.num_layers, partial=True)
-            layer, rest = _split_layer_name(name)
-            if layer is not None and rest == "input_layernorm.weight":
+            t = t.contiguous()
+            if layer is None:
+                state[name] = sharded_tensor(name, t, self.arch.num_layers)
+            else:
+                state[name] = _one_layer_tensor(name, t)
+            if _split_layer_name(name)[1] == "input_layernorm.weight":
                 state.update(extra_state_objects(layer, self.arch.num_layers))
         scratch = self.ckpt_dir / f".group_{self._count:05d}"
         if _rank() == 0:
@@ -184,7 +229,9 @@ class StreamingCheckpointWriter:
                 rename[f.name] = new
             with open(scratch / _DCP_METADATA, "rb") as f:
                 part = pickle.load(f)  # noqa: S301 - written by this process a moment ago
-            self._metadata = _merge_metadata(self._metadata, part, rename)
+            self._metadata = _merge_metadata(
+                self._metadata, part, rename, layer, self.arch.num_layers
+            )
             if self._count == 0:
                 for keep in ("common.pt", "metadata.json"):
                     if (scratch / keep).exists():
@@ -240,12 +287,11 @@ def read_groups(
                     f"tensor {key!r}: checkpoint shape {tuple(md[key].global_shape)} does not "
                     f"match the model's {want}"
                 )
-            request[name] = sharded_tensor(
-                name,
-                torch.empty(shapes[name], dtype=md[key].dtype),
-                arch.num_layers,
-                partial=True,
-            )
+            empty = torch.empty(shapes[name], dtype=md[key].dtype)
+            if layer is None:
+                request[name] = sharded_tensor(name, empty, arch.num_layers)
+            else:
+                request[name] = _one_layer_request(name, empty, arch.num_layers)
         loaded = dist_checkpointing.load(
             {MODEL_KEY: request}, str(ckpt_dir), validate_access_integrity=False
         )[MODEL_KEY]
