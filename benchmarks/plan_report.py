@@ -52,7 +52,8 @@ def row(flavor: str, gpu: str, precision: str, plan, steps: int) -> str:
     i, m = plan.inp, plan.peak
     hours = steps * plan.step_s / 3600
     return (
-        f"| {flavor} | {gpu} {precision} | {plan.cluster.world_size} | {i.tp} | {i.pp} | "
+        f"| {flavor} | {gpu} {precision} | {plan.cluster.world_size} | {i.tp} | {i.pp}"
+        f"{f' ({i.vp})' if i.vp else ''} | "
         f"{plan.dp} | {i.micro_batch_size} | {plan.num_microbatches} | {i.recompute} | "
         f"{m.weights / GIB:.1f} | {m.grads / GIB:.1f} | {m.optimizer / GIB:.1f} | "
         f"{m.activations / GIB:.1f} | {m.total / GIB:.1f} | {plan.bubble:.1%} | "
@@ -61,7 +62,7 @@ def row(flavor: str, gpu: str, precision: str, plan, steps: int) -> str:
 
 
 HEADER = (
-    "| model | GPU | GPUs | TP | PP | DP | mbs | m | recompute | weights | grads | optim | "
+    "| model | GPU | GPUs | TP | PP (VP) | DP | mbs | m | recompute | weights | grads | optim | "
     "activ. | total GiB | bubble | step s | tokens/s | h for paper steps |\n"
     "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|"
 )
@@ -81,6 +82,7 @@ def planning_tables(mfu: float, verbose: bool) -> None:
                 global_batch_size=gbs,
                 precision=precision,
                 mfu=mfu,
+                vps=(None, 2, 3),
                 extra={"flavor": flavor},
             )
             if not plans:
