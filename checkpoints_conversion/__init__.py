@@ -1,0 +1,1 @@
+"""Thin CLIs over ``megatron_optiml.conversion`` (HF / metaseq <-> Megatron-Core checkpoints)."""
