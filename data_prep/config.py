@@ -48,13 +48,17 @@ class SourceConfig:
     task_field: str = "task"
     """`jsonl`: the record field holding the task name when `task` is not set."""
     category: str | None = None
-    """Category for all tasks of this source (the mapping file can still override per task)."""
+    """Fallback category for tasks of this source the reader finds none for (the mapping
+    file overrides per task)."""
     instruction: str = ""
     """`jsonl`: a hand-written instance-level instruction put before every input."""
     datasets: list[str] | None = None
     """`promptsource`: dataset names (default: the mapping file's tasks of this benchmark)."""
     train_only: bool = False
     """Never hold out these tasks or instances (pre-training text, reasoning data)."""
+    skip_empty_outputs: bool = False
+    """`niv2` / `promptsource` / `bigbench`: skip (and log) instances with an empty output instead of
+    stopping (real T0 data has some, e.g. trec_fine_grained_open)."""
 
     def validate(self) -> None:
         if self.type not in SOURCE_TYPES:

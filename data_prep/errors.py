@@ -7,6 +7,10 @@ class DataError(ValueError):
     """Malformed or incomplete input; the message says where (file:line, task, field)."""
 
 
+class EmptyOutputError(DataError):
+    """An instance whose output is empty (skippable with a source's `skip_empty_outputs`)."""
+
+
 def where(path: object, line: int | None = None) -> str:
     """`path` or `path:line` for messages."""
     return f"{path}:{line}" if line is not None else str(path)

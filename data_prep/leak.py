@@ -122,27 +122,34 @@ class PairOverlap:
 def task_pair_overlap(
     train: Iterable[Task], evals: dict[str, list[Task]], *, n: int = 13, threshold: float = 0.01
 ) -> list[PairOverlap]:
-    """(train task, eval task) pairs whose overlap fraction is above `threshold`, largest first."""
-    owners: dict[int, set[int]] = defaultdict(set)
-    train = list(train)
-    for ti, task in enumerate(train):
-        for inst in task.instances:
+    """(train task, eval task) pairs whose overlap fraction is above `threshold`, largest first.
+
+    The index is built over the evaluation side (usually far smaller than training); each
+    training instance is then streamed past it once.
+    """
+    eval_tasks = [(split, task) for split, tasks in evals.items() for task in tasks]
+    index: dict[int, set[tuple[int, int]]] = defaultdict(set)
+    for ei, (_, task) in enumerate(eval_tasks):
+        for ii, inst in enumerate(task.instances):
             for g in _ngrams(_instance_text(inst), n):
-                owners[g].add(ti)
+                index[g].add((ei, ii))
     pairs = []
-    for split, tasks in evals.items():
-        for task in tasks:
-            hits: dict[int, int] = defaultdict(int)
-            for inst in task.instances:
-                shared: set[int] = set()
-                for g in _ngrams(_instance_text(inst), n):
-                    shared |= owners.get(g, set())
-                for ti in shared:
-                    hits[ti] += 1
-            total = len(task.instances)
-            for ti, count in hits.items():
-                frac = count / total
-                if frac > threshold:
-                    pairs.append(PairOverlap(split, task.name, train[ti].name, frac, count))
+    if not index:
+        return pairs
+    for train_task in train:
+        hit: set[tuple[int, int]] = set()
+        for inst in train_task.instances:
+            for g in _ngrams(_instance_text(inst), n):
+                keys = index.get(g)
+                if keys:
+                    hit |= keys
+        per_eval: dict[int, int] = defaultdict(int)
+        for ei, _ in hit:
+            per_eval[ei] += 1
+        for ei, count in per_eval.items():
+            split, task = eval_tasks[ei]
+            frac = count / len(task.instances)
+            if frac > threshold:
+                pairs.append(PairOverlap(split, task.name, train_task.name, frac, count))
     pairs.sort(key=lambda p: (-p.fraction, p.eval_split, p.eval_task, p.train_task))
     return pairs

@@ -9,8 +9,8 @@
       ag_news: {category: text categorization}
       task1290_xsum_summarization: {category: summarization, benchmark: niv2}
 
-A task's category is, in order: the mapping's entry, the source's `category`, what the reader
-found (NI `Categories`, BIG-bench keywords). A task without one, or with one not in
+A task's category is, in order: the mapping's entry, what the reader found (NI `Categories`,
+BIG-bench keywords), the source's `category`. A task without one, or with one not in
 `categories`, is an error that names the task and the mapping file.
 """
 
@@ -46,7 +46,7 @@ class TaskMap:
         entry = self.tasks.get(task.name, {})
         if "benchmark" in entry:
             task.benchmark = entry["benchmark"]
-        category = entry.get("category") or default_category or task.category
+        category = entry.get("category") or task.category or default_category
         if not category:
             raise DataError(
                 f"task {task.name!r} ({task.source}): field 'category' is missing; "

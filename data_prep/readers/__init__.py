@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 from pathlib import Path
 
 from data_prep.config import SourceConfig
@@ -15,6 +16,7 @@ from data_prep.readers.templates import read_flan, read_jinja
 from data_prep.schema import Task
 
 __all__ = ["read_source", "read_sources"]
+log = logging.getLogger(__name__)
 
 
 def read_source(src: SourceConfig, task_map: TaskMap) -> list[Task]:
@@ -23,12 +25,14 @@ def read_source(src: SourceConfig, task_map: TaskMap) -> list[Task]:
     if not path.exists():
         raise DataError(f"{path}: no such file or folder (source type {src.type!r})")
     if src.type == "niv2":
-        return read_niv2(path, benchmark=src.benchmark)
+        return read_niv2(path, benchmark=src.benchmark, skip_empty=src.skip_empty_outputs)
     if src.type == "bigbench":
-        return read_bigbench(path, benchmark=src.benchmark)
+        return read_bigbench(path, benchmark=src.benchmark, skip_empty=src.skip_empty_outputs)
     if src.type == "promptsource":
         datasets = src.datasets if src.datasets is not None else task_map.task_names(src.benchmark)
-        return read_promptsource(path, datasets=datasets, benchmark=src.benchmark)
+        return read_promptsource(
+            path, datasets=datasets, benchmark=src.benchmark, skip_empty=src.skip_empty_outputs
+        )
     if src.type == "jinja":
         return [read_jinja(path, Path(src.templates), task=src.task, benchmark=src.benchmark)]
     if src.type == "flan":
@@ -61,6 +65,11 @@ def read_sources(sources: list[SourceConfig], task_map: TaskMap) -> tuple[list[T
                     f"task {task.name!r} is defined twice: {seen[task.name]} and {task.source}"
                 )
             seen[task.name] = task.source
+            if not task.instances and src.skip_empty_outputs:
+                log.warning(
+                    "task %r (%s): every output is empty; task dropped", task.name, task.source
+                )
+                continue
             if not task.instances:
                 raise DataError(f"task {task.name!r} ({task.source}): no instances")
             tasks.append(task_map.apply(task, default_category=src.category))

@@ -7,7 +7,7 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-from data_prep.errors import DataError, where
+from data_prep.errors import DataError, EmptyOutputError, where
 from data_prep.schema import normalize_category  # noqa: F401  (re-exported for readers)
 
 
@@ -67,5 +67,5 @@ def outputs_list(value: Any, loc: str, field: str) -> list[str]:
         raise DataError(f"{loc}: field {field!r} must be a string or a list of strings")
     items = [x.strip() for x in items]
     if not items or not any(items):
-        raise DataError(f"{loc}: field {field!r} is empty")
+        raise EmptyOutputError(f"{loc}: field {field!r} is empty")
     return [x for x in items if x]

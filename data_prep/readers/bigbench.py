@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from data_prep.errors import DataError
+from data_prep.errors import DataError, EmptyOutputError
 from data_prep.readers._io import normalize_category, outputs_list, read_json, require
 from data_prep.schema import Instance, Task
 
@@ -43,7 +43,9 @@ def bigbench_category(keywords: list[str]) -> str:
     return ""
 
 
-def read_bigbench_task(path: Path, *, benchmark: str = "bigbench") -> Task:
+def read_bigbench_task(
+    path: Path, *, benchmark: str = "bigbench", skip_empty: bool = False
+) -> Task:
     d = read_json(path)
     loc = str(path)
     if not isinstance(d, dict):
@@ -64,7 +66,12 @@ def read_bigbench_task(path: Path, *, benchmark: str = "bigbench") -> Task:
             best = max(scores.values())
             outputs = [k for k, v in scores.items() if v == best]
         if "target" in ex:
-            outputs = outputs_list(ex["target"], ex_loc, "target")
+            try:
+                outputs = outputs_list(ex["target"], ex_loc, "target")
+            except EmptyOutputError:
+                if not skip_empty:
+                    raise
+                continue
         elif options is None:
             raise DataError(f"{ex_loc}: missing field 'target' (or 'target_scores')")
         if not any(o.strip() for o in outputs):
@@ -83,7 +90,9 @@ def read_bigbench_task(path: Path, *, benchmark: str = "bigbench") -> Task:
     )
 
 
-def read_bigbench(path: Path, *, benchmark: str = "bigbench") -> list[Task]:
+def read_bigbench(
+    path: Path, *, benchmark: str = "bigbench", skip_empty: bool = False
+) -> list[Task]:
     """One task per JSON file in `path` (INDEX.json skipped), or the one file `path`."""
     files = (
         [path]
@@ -92,4 +101,4 @@ def read_bigbench(path: Path, *, benchmark: str = "bigbench") -> list[Task]:
     )
     if not files:
         raise DataError(f"{path}: no BIG-bench task JSON files")
-    return [read_bigbench_task(f, benchmark=benchmark) for f in files]
+    return [read_bigbench_task(f, benchmark=benchmark, skip_empty=skip_empty) for f in files]

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from data_prep.errors import DataError
+from data_prep.errors import DataError, EmptyOutputError
 from data_prep.readers._io import normalize_category, outputs_list, read_json, require
 from data_prep.schema import Instance, Task
 
@@ -18,7 +18,7 @@ def _first_str(d: dict, key: str, loc: str) -> str:
     return value[0]
 
 
-def read_niv2_task(path: Path, *, benchmark: str = "niv2") -> Task:
+def read_niv2_task(path: Path, *, benchmark: str = "niv2", skip_empty: bool = False) -> Task:
     d = read_json(path)
     loc = str(path)
     if not isinstance(d, dict):
@@ -41,15 +41,16 @@ def read_niv2_task(path: Path, *, benchmark: str = "niv2") -> Task:
     instances = []
     for i, inst in enumerate(require(d, "Instances", loc, kind=list)):
         inst_loc = f"{loc}: Instances[{i}] (id {inst.get('id', '?')!r})"
-        instances.append(
-            Instance(
-                input=require(inst, "input", inst_loc),
-                outputs=outputs_list(
-                    require(inst, "output", inst_loc, kind=(str, list)), inst_loc, "output"
-                ),
-                id=str(inst.get("id", i)),
+        text = require(inst, "input", inst_loc)
+        try:
+            outputs = outputs_list(
+                require(inst, "output", inst_loc, kind=(str, list)), inst_loc, "output"
             )
-        )
+        except EmptyOutputError:
+            if not skip_empty:
+                raise
+            continue
+        instances.append(Instance(input=text, outputs=outputs, id=str(inst.get("id", i))))
     return Task(
         name=path.stem,
         benchmark=benchmark,
@@ -62,9 +63,9 @@ def read_niv2_task(path: Path, *, benchmark: str = "niv2") -> Task:
     )
 
 
-def read_niv2(path: Path, *, benchmark: str = "niv2") -> list[Task]:
+def read_niv2(path: Path, *, benchmark: str = "niv2", skip_empty: bool = False) -> list[Task]:
     """One task per `task*.json` file (or the one file `path`)."""
     files = [path] if path.is_file() else sorted(path.glob("task*.json"))
     if not files:
         raise DataError(f"{path}: no Super-NaturalInstructions task*.json files")
-    return [read_niv2_task(f, benchmark=benchmark) for f in files]
+    return [read_niv2_task(f, benchmark=benchmark, skip_empty=skip_empty) for f in files]

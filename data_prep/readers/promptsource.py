@@ -8,13 +8,15 @@ known dataset name that prefixes the file name: known names come from the source
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Iterable
 from pathlib import Path
 
-from data_prep.errors import DataError, where
+from data_prep.errors import DataError, EmptyOutputError, where
 from data_prep.readers._io import iter_jsonl, outputs_list, require
 from data_prep.schema import Instance, Task
 
+log = logging.getLogger(__name__)
 END_OF_TEXT = "<|endoftext|>"
 
 
@@ -27,7 +29,7 @@ def dataset_of(stem: str, datasets: Iterable[str]) -> str | None:
     return best
 
 
-def read_promptsource_file(path: Path) -> list[Instance]:
+def read_promptsource_file(path: Path, *, skip_empty: bool = False) -> list[Instance]:
     template = path.stem
     instances = []
     for lineno, rec in iter_jsonl(path):
@@ -36,18 +38,23 @@ def read_promptsource_file(path: Path) -> list[Instance]:
         completion = require(rec, "completion", loc)
         if completion.endswith(END_OF_TEXT):
             completion = completion[: -len(END_OF_TEXT)]
-        instances.append(
-            Instance(
-                input=prompt,
-                outputs=outputs_list(completion, loc, "completion"),
-                id=f"{template}:{lineno}",
-            )
-        )
+        try:
+            outputs = outputs_list(completion, loc, "completion")
+        except EmptyOutputError:
+            if not skip_empty:
+                raise
+            log.warning("%s: empty completion, skipped", loc)
+            continue
+        instances.append(Instance(input=prompt, outputs=outputs, id=f"{template}:{lineno}"))
     return instances
 
 
 def read_promptsource(
-    path: Path, *, datasets: Iterable[str], benchmark: str = "promptsource"
+    path: Path,
+    *,
+    datasets: Iterable[str],
+    benchmark: str = "promptsource",
+    skip_empty: bool = False,
 ) -> list[Task]:
     datasets = list(datasets)
     files = [path] if path.is_file() else sorted(path.glob("*.jsonl"))
@@ -64,7 +71,9 @@ def read_promptsource(
         by_dataset.setdefault(ds, []).append(f)
     tasks = []
     for ds, ds_files in sorted(by_dataset.items()):
-        instances = [inst for f in ds_files for inst in read_promptsource_file(f)]
+        instances = [
+            inst for f in ds_files for inst in read_promptsource_file(f, skip_empty=skip_empty)
+        ]
         tasks.append(
             Task(
                 name=ds,

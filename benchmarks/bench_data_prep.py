@@ -1,0 +1,155 @@
+"""Tokens/s of the data-prep pipeline on 1 and 2 worker processes vs a plain single-process loop.
+
+All runs use the same input: the three collections in ../shared/data (or --data), every task's
+instances as one training split. Rows:
+
+- plain loop: for each example, `render_sampled` (the pipeline's per-example seed) + HF
+  `tokenizers` encode + left truncation + `IndexedDatasetBuilder.add_document`, in one process;
+  it writes the same bytes as the pipeline (checked);
+- tokenize stage, N workers: `data_prep.tokenize.write_indexed_datasets` (render with sampled
+  delimiters + tokenize in N processes, write in the main process);
+- full pipeline, N workers: `build_bench` end to end (read, split, leak checks, text splits,
+  tokenize, blend).
+
+    .venv/bin/python benchmarks/bench_data_prep.py [--data DIR] [--max-examples N]
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import random
+import tempfile
+import time
+from pathlib import Path
+
+from data_prep.config import config_from_dict
+from data_prep.mapping import TaskMap
+from data_prep.pipeline import build_bench, render_spec
+from data_prep.readers import read_sources
+from data_prep.render import render_sampled
+from data_prep.tokenize import DTYPE, EOS_ID, Job, truncate_left, write_indexed_datasets
+
+REPO = Path(__file__).resolve().parents[1]
+SHARED = REPO.parent / "shared" / "data"
+# T0 training datasets of shared/data/promptsource_t0 (file names are <dataset>_<template>).
+T0_DATASETS = """adversarial_qa_dbert adversarial_qa_dbidaf adversarial_qa_droberta ag_news
+amazon_polarity app_reviews cnn_dailymail_3_0_0 common_gen commonsense_qa cosmos_qa dream
+duorc_ParaphraseRC duorc_SelfRC gigaword glue_mrpc glue_qqp kilt_tasks_hotpotqa multi_news
+paws_labeled_final qasc quarel quoref ropes samsum sciq social_i_qa trec wiki_bio
+wiki_hop_original wiqa xsum yelp_review_full""".split()
+
+
+def make_config(data: Path, workers: int):
+    return config_from_dict(
+        {
+            "sources": [
+                {"type": "niv2", "path": str(data / "natural_instructions"), "benchmark": "niv2"},
+                {
+                    "type": "promptsource",
+                    "path": str(data / "promptsource_t0"),
+                    "benchmark": "promptsource",
+                    "datasets": T0_DATASETS,
+                    "category": "t0",
+                    "skip_empty_outputs": True,
+                },
+                {
+                    "type": "bigbench",
+                    "path": str(data / "bigbench"),
+                    "benchmark": "bigbench",
+                    "category": "other",
+                    "skip_empty_outputs": True,
+                },
+            ],
+            "splits": {"heldout_instance_fraction": 0.0, "validation_fraction": 0.0},
+            "leak": {"policy": "report"},
+            "tokenize": {"workers": workers},
+        }
+    )
+
+
+def plain_loop(tasks, out: Path, spec) -> tuple[int, float]:
+    """The reference: same rendering, tokenizer and builder, one process, no chunks or IPC.
+
+    It renders each example with the pipeline's per-example seed and left-truncates the same
+    way, so its files must equal the pipeline's byte for byte (checked in `main`).
+    """
+    from megatron.core.datasets.indexed_dataset import IndexedDatasetBuilder
+
+    from megatron_optiml.tokenizer import load_opt_tokenizer
+
+    tok = load_opt_tokenizer()
+    tokens = 0
+    t0 = time.perf_counter()
+    for task in tasks:
+        prefix = out / task.name
+        builder = IndexedDatasetBuilder(str(prefix) + ".bin", dtype=DTYPE)
+        for i, inst in enumerate(task.instances):
+            rng = random.Random(f"{spec.seed}:train:{task.name}:{i}")
+            ex = render_sampled(task, inst, rng, delimiters=spec.delimiters)
+            p = tok.encode(ex.prompt).ids if ex.prompt else []
+            t = tok.encode(ex.target).ids + [EOS_ID]
+            p, t, _ = truncate_left(p, t, spec.max_seq_length)
+            builder.add_document(p + t, [len(p), len(t)])
+            tokens += len(p) + len(t)
+        builder.finalize(str(prefix) + ".idx")
+    return tokens, time.perf_counter() - t0
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser()
+    ap.add_argument(
+        "--data", type=Path, default=SHARED if SHARED.exists() else REPO / "examples/data"
+    )
+    ap.add_argument("--max-examples", type=int, default=None, help="cap per task (shorter runs)")
+    ap.add_argument("--skip-full", action="store_true", help="only the loop and the tokenize stage")
+    args = ap.parse_args()
+    logging.basicConfig(level=logging.WARNING)
+
+    cfg = make_config(args.data, 1)
+    tasks, _ = read_sources(cfg.sources, TaskMap())
+    if args.max_examples:
+        tasks = [t.with_instances(t.instances[: args.max_examples]) for t in tasks]
+    n_ex = sum(len(t.instances) for t in tasks)
+    print(f"input: {args.data} — {len(tasks)} tasks, {n_ex:,} examples")
+    rows = []
+    with tempfile.TemporaryDirectory() as tmp:
+        tmp = Path(tmp)
+        (tmp / "loop").mkdir()
+        spec = render_spec(cfg)
+        tokens, secs = plain_loop(tasks, tmp / "loop", spec)
+        rows.append(("plain loop (1 process)", tokens, secs))
+        for workers in (1, 2):
+            jobs = [Job(split="train", task=t, prefix=tmp / f"w{workers}" / t.name) for t in tasks]
+            st = write_indexed_datasets(jobs, spec, workers=workers, progress=False)
+            rows.append((f"tokenize stage, {workers} worker(s)", st.tokens, st.seconds))
+            same = all(
+                (tmp / "loop" / f"{t.name}{ext}").read_bytes()
+                == (tmp / f"w{workers}" / f"{t.name}{ext}").read_bytes()
+                for t in tasks
+                for ext in (".bin", ".idx")
+            )
+            print(f"{workers} worker(s): files byte-identical to the plain loop: {same}")
+        if not args.skip_full:
+            for workers in (1, 2):
+                t0 = time.perf_counter()
+                res = build_bench(
+                    make_config(args.data, workers), tmp / f"full{workers}", progress=False
+                )
+                rows.append(
+                    (
+                        f"full pipeline, {workers} worker(s)",
+                        res.stats.tokens,
+                        time.perf_counter() - t0,
+                    )
+                )
+    base = rows[0][1] / rows[0][2]
+    print("\n| run | tokens | seconds | tokens/s | vs plain loop |\n|---|---:|---:|---:|---:|")
+    for name, tokens, secs in rows:
+        print(
+            f"| {name} | {tokens:,} | {secs:.2f} | {tokens / secs:,.0f} | {tokens / secs / base:.2f}x |"
+        )
+
+
+if __name__ == "__main__":
+    main()
