@@ -22,7 +22,7 @@ VOCAB_SIZE = 50265  # entries of vocab.json; checkpoints pad the embedding to 50
 
 def load_opt_tokenizer(directory: str | os.PathLike | None = None):
     """A `tokenizers.Tokenizer` with OPT's ids ("Hello world" -> [31414, 232], no BOS/EOS added)."""
-    from tokenizers import Tokenizer, decoders, pre_tokenizers
+    from tokenizers import AddedToken, Tokenizer, decoders, pre_tokenizers
     from tokenizers.models import BPE
 
     directory = Path(directory) if directory is not None else OPT_TOKENIZER_DIR
@@ -32,8 +32,6 @@ def load_opt_tokenizer(directory: str | os.PathLike | None = None):
     tok.decoder = decoders.ByteLevel()
     # The special tokens are whole vocabulary entries; registering them keeps "</s>" in text
     # from being split into bytes and lets decode(skip_special_tokens=True) drop them.
-    from tokenizers import AddedToken
-
     tok.add_special_tokens([AddedToken(t, special=True) for t in ("<s>", "<pad>", "</s>", "<unk>")])
     return tok
 
