@@ -42,7 +42,8 @@ class EvalConfig:
     limit: int | None = None
     """Evaluate at most this many instances per task (the first ones; None = all)."""
     batch_size: int = 8
-    """Prompts per generation batch."""
+    """Instances per forward batch: generation prompts, or rank-classification instances
+    (all options of each join the batch; memory ~ options x longest prompt)."""
     max_positions: int | None = None
     """Context length; prompts are cut from the left to fit (default: the model's)."""
     dtype: str = "auto"

@@ -31,7 +31,7 @@ from megatron_optiml.eval.contamination import (
 from megatron_optiml.eval.generation import greedy_generate
 from megatron_optiml.eval.metrics import exact_match, option_correct, rouge_l
 from megatron_optiml.eval.prompts import demonstration_pool, render_eval_example
-from megatron_optiml.eval.scoring import normalized, pick, score_options
+from megatron_optiml.eval.scoring import normalized, pick, score_options_batch
 from megatron_optiml.eval.tokens import EOS_ID, decode, encode, fit_prompt
 
 log = logging.getLogger(__name__)
@@ -109,8 +109,7 @@ def evaluate_model(
     max_pos = cfg.max_positions or int(model.config.max_position_embeddings)
     total = len(cfg.shots) * sum(_limited(t, cfg.limit) for tasks in splits.values() for t in tasks)
     bar = _progress_bar(total, cfg.progress, name)
-    results: list[InstanceResult] = []
-    records: list[dict] = []
+    mc: list[tuple[dict, list[int], list[list[int]], list[str]]] = []  # rank classification
     pending: list[tuple[dict, list[int]]] = []  # generation requests: (context, prompt ids)
     try:
         for split, tasks in splits.items():
@@ -137,16 +136,22 @@ def evaluate_model(
                             "demos": [d.id for d in demos],
                             "demo_source": demo_src if k else "",
                         }
+                        ctx["seq"] = len(mc) + len(pending)
                         if inst.options:
-                            res, rec = _rank_classify(model, ctx, cfg, max_pos)
-                            results.append(res)
-                            if cfg.predictions:
-                                records.append(rec)
-                            if bar is not None:
-                                bar.update(1)
+                            mc.append(_option_request(ctx, cfg, max_pos))
                         else:
                             prompt = fit_prompt(encode(ex.prompt), cfg.max_new_tokens, max_pos)
                             pending.append((ctx, prompt))
+        scored: list[tuple[int, InstanceResult, dict]] = []
+        # Rank classification in batches of similar prompt length (less padding).
+        mc.sort(key=lambda req: len(req[1]))
+        for start in range(0, len(mc), cfg.batch_size):
+            batch = mc[start : start + cfg.batch_size]
+            all_scores = score_options_batch(model, [(p, opts) for _, p, opts, _ in batch])
+            for (ctx, _, _, targets), scores in zip(batch, all_scores):
+                scored.append((ctx["seq"], *_rank_result(ctx, targets, scores, cfg)))
+            if bar is not None:
+                bar.update(len(batch))
         if pending:
             outputs = greedy_generate(
                 model,
@@ -156,10 +161,10 @@ def evaluate_model(
                 on_batch=bar.update if bar is not None else None,
             )
             for (ctx, _), out in zip(pending, outputs):
-                res, rec = _score_generation(ctx, decode(out), len(out), cfg)
-                results.append(res)
-                if cfg.predictions:
-                    records.append(rec)
+                scored.append((ctx["seq"], *_score_generation(ctx, decode(out), len(out), cfg)))
+        scored.sort(key=lambda x: x[0])
+        results = [res for _, res, _ in scored]
+        records = [rec for _, _, rec in scored] if cfg.predictions else []
     finally:
         if bar is not None:
             bar.close()
@@ -199,12 +204,16 @@ def _record(ctx: dict, res: InstanceResult, **extra) -> dict:
     }
 
 
-def _rank_classify(model, ctx: dict, cfg: EvalConfig, max_pos: int):
-    inst = ctx["inst"]
-    targets = [render_target(ctx["prompt"], o) for o in inst.options]
+def _option_request(ctx: dict, cfg: EvalConfig, max_pos: int):
+    """(context, prompt ids, option ids, option texts): options tokenized as training targets."""
+    targets = [render_target(ctx["prompt"], o) for o in ctx["inst"].options]
     option_ids = [encode(t) + ([EOS_ID] if cfg.score_eos else []) for t in targets]
     prompt = fit_prompt(encode(ctx["prompt"]), max(len(o) for o in option_ids), max_pos)
-    scores = score_options(model, prompt, option_ids)
+    return ctx, prompt, option_ids, targets
+
+
+def _rank_result(ctx: dict, targets: list[str], scores: list, cfg: EvalConfig):
+    inst = ctx["inst"]
     metrics = {}
     chosen = {}
     for norm in ("sum", "token", "char"):

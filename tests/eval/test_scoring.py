@@ -13,6 +13,7 @@ from megatron_optiml.eval.scoring import (
     normalized,
     pick,
     score_options,
+    score_options_batch,
     score_options_naive,
 )
 from megatron_optiml.eval.tokens import EOS_ID, encode, fit_prompt
@@ -44,9 +45,30 @@ def test_shared_prompt_equals_direct_computation(tiny_model):
     assert pick([s.logprob for s in fast]) == max(range(4), key=lambda i: direct[i])
 
 
+def test_batch_of_instances_equals_per_instance_direct(tiny_model):
+    """Left-padded prompts of different lengths, different option counts, one batch."""
+    g = torch.Generator().manual_seed(7)
+
+    def rand(n):
+        return torch.randint(4, 50000, (n,), generator=g).tolist()
+
+    items = [
+        (rand(5), [rand(1), rand(3)]),
+        (rand(41), [rand(2), rand(6), rand(1), rand(4)]),
+        (rand(1), [rand(2)]),
+        (rand(17), [rand(1), rand(1), rand(1)]),
+    ]
+    batched = score_options_batch(tiny_model, items)
+    assert [len(b) for b in batched] == [2, 4, 1, 3]
+    for (prompt, options), scores in zip(items, batched):
+        direct = [direct_logprob(tiny_model, prompt, o) for o in options]
+        assert [s.logprob for s in scores] == pytest.approx(direct, abs=1e-3)
+        assert [s.num_tokens for s in scores] == [len(o) for o in options]
+
+
 def test_single_token_options_need_no_second_forward(tiny_model):
     calls = []
-    hook = tiny_model.register_forward_hook(lambda *a: calls.append(1))
+    hook = tiny_model.base_model.register_forward_hook(lambda *a: calls.append(1))
     try:
         score_options(tiny_model, [100, 200, 300], [[5], [6], [7]])
     finally:
