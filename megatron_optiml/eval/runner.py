@@ -320,8 +320,7 @@ def evaluate_bench(
         json.dumps(payload["contamination"], indent=2, ensure_ascii=False) + "\n",
     )
     _write_text(out / "report.md", render_markdown(payload))
-    if len(runs) >= 1:
-        plot_categories(payload, out / "categories.png")
+    plot_categories(payload, out / "categories.png")
     if cfg.predictions:
         for r in runs:
             lines = "".join(json.dumps(x, ensure_ascii=False) + "\n" for x in r.predictions)
