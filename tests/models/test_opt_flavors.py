@@ -43,7 +43,9 @@ def test_opt_semantics_in_transformer_config():
 
 
 def test_overrides_reach_transformer_config():
-    cfg = build_transformer_config(get_flavor("opt-debug"), hidden_dropout=0.1, tensor_model_parallel_size=2)
+    cfg = build_transformer_config(
+        get_flavor("opt-debug"), hidden_dropout=0.1, tensor_model_parallel_size=2
+    )
     assert cfg.hidden_dropout == 0.1 and cfg.tensor_model_parallel_size == 2
 
 

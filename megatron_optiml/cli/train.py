@@ -1,0 +1,68 @@
+"""``optiml-train``: train OPT on a data_prep blend from a NeMo-layout YAML recipe.
+
+Launch one process per device, torchrun style (``torchrun --nproc_per_node N -m
+megatron_optiml.cli.train --config recipe.yaml key=value ...``) or under Slurm ``srun`` (RANK /
+WORLD_SIZE / LOCAL_RANK are taken from SLURM_* when torchrun's are absent).
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import os
+import sys
+
+
+def _slurm_env() -> None:
+    """Map srun's SLURM_* variables onto torchrun's names (torchrun's win when both exist)."""
+    if "RANK" in os.environ or "SLURM_PROCID" not in os.environ:
+        return
+    os.environ["RANK"] = os.environ["SLURM_PROCID"]
+    os.environ["WORLD_SIZE"] = os.environ.get("SLURM_NTASKS", "1")
+    os.environ["LOCAL_RANK"] = os.environ.get("SLURM_LOCALID", "0")
+    os.environ.setdefault("MASTER_ADDR", os.environ.get("SLURM_LAUNCH_NODE_IPADDR", "127.0.0.1"))
+    os.environ.setdefault(
+        "MASTER_PORT", str(29500 + int(os.environ.get("SLURM_JOB_ID", "0")) % 1000)
+    )
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="optiml-train", description=__doc__.splitlines()[0])
+    parser.add_argument("--config", required=True, help="YAML recipe (NeMo layout)")
+    parser.add_argument(
+        "overrides", nargs="*", help="key=value overrides, e.g. trainer.max_steps=10"
+    )
+    parser.add_argument("--validate-only", action="store_true", help="check the recipe and exit")
+    args = parser.parse_args(argv)
+    _slurm_env()
+    rank = int(os.environ.get("RANK", "0"))
+    logging.basicConfig(
+        level=logging.INFO if rank == 0 else logging.WARNING,
+        format=f"[rank{rank}] %(asctime)s %(levelname)s %(name)s: %(message)s",
+    )
+    # Megatron-Core's dataset builders log every index file at INFO.
+    logging.getLogger("megatron.core").setLevel(logging.WARNING)
+    from megatron_optiml.config import ConfigError, load_run_config
+
+    try:
+        cfg = load_run_config(args.config, args.overrides)
+    except ConfigError as e:
+        print(f"optiml-train: {e}", file=sys.stderr)
+        return 2
+    if args.validate_only:
+        print(
+            f"{args.config}: OK (world size {cfg.trainer.world_size}, DP {cfg.data_parallel_size})"
+        )
+        return 0
+    from megatron_optiml.training.trainer import run_training
+
+    result = run_training(cfg)
+    if result.preempted:
+        return cfg.trainer.preemption_exit_code
+    if result.stopped_on_nan:
+        return 1
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,267 @@
+"""Trainer checkpoints: model, optimizer, LR scheduler, RNG and data position, resumable on any layout.
+
+One ``dist_checkpointing`` save per iteration folder (Megatron-LM's ``iter_NNNNNNN`` under the run's
+checkpoint root) holding ``model`` and ``optimizer`` as sharded tensors (per parameter in model space,
+so TP/PP/DP may change on resume) and the scheduler and counters as common state. Per-rank
+RNG states go beside it and are restored only when the layout is unchanged. The tracker file is
+written last (atomically), so a checkpoint is visible only once it is complete; a killed save
+leaves an unreferenced folder that the next save of that iteration replaces.
+"""
+
+from __future__ import annotations
+
+import logging
+import shutil
+import signal
+from pathlib import Path
+from typing import Any
+
+import torch
+from megatron.core import dist_checkpointing
+from megatron.core import parallel_state as ps
+from megatron.core.tensor_parallel.random import get_cuda_rng_tracker
+
+from megatron_optiml.checkpointing import iteration_dir, read_tracker, write_meta, write_tracker
+from megatron_optiml.models.opt import OPTArch
+
+logger = logging.getLogger(__name__)
+
+RNG_DIR = "rng"
+
+
+def _layout() -> dict[str, int]:
+    return {
+        "tp": ps.get_tensor_model_parallel_world_size(),
+        "pp": ps.get_pipeline_model_parallel_world_size(),
+        "dp": ps.get_data_parallel_world_size(),
+    }
+
+
+def _model_state(model_chunks: list[torch.nn.Module]) -> dict[str, Any]:
+    # The unwrapped GPTModels (not DDP/Float16Module): keys without wrapper prefixes, the same
+    # "model" entry that checkpoint conversion reads and writes.
+    if len(model_chunks) == 1:
+        return {"model": model_chunks[0].sharded_state_dict()}
+    return {f"model{i}": m.sharded_state_dict() for i, m in enumerate(model_chunks)}
+
+
+def _rng_state() -> dict[str, Any]:
+    state = {"torch": torch.get_rng_state(), "tracker": get_cuda_rng_tracker().get_states()}
+    if torch.cuda.is_available():
+        state["cuda"] = torch.cuda.get_rng_state()
+    return state
+
+
+def _optim_kwargs(use_distributed_optimizer: bool) -> dict[str, Any]:
+    # 'fully_reshardable' stores Adam states per parameter in model space, so TP, PP and DP may
+    # all change on resume (megatron-core 0.16: the older 'fully_sharded_model_space' needs
+    # flattened ShardedTensors, which its dist_checkpointing no longer accepts).
+    if not use_distributed_optimizer:
+        return {}
+    return {"metadata": {"distrib_optim_sharding_type": "fully_reshardable"}}
+
+
+def _ignore_termination() -> None:
+    signal.signal(signal.SIGTERM, signal.SIG_IGN)
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    signal.signal(signal.SIGUSR1, signal.SIG_IGN)
+
+
+def prepare_checkpoint_writer() -> None:
+    """Start dist_checkpointing's result-queue Manager now, immune to SIGTERM/SIGUSR1.
+
+    The torch_dist writer lazily starts a ``spawn`` Manager process for its result queue
+    (megatron-core 0.16.1: ``strategies/filesystem_async.py:51`` ``_get_write_results_queue``,
+    a module global). Slurm preemption signals every process of the job step, which would kill
+    that Manager and with it the very checkpoint the preemption handler is writing. Started here
+    with termination signals ignored, it lives until this process exits (its finalizer stops it).
+    Version-specific: re-check the private global on a megatron-core upgrade.
+    """
+    import multiprocessing as mp
+
+    from megatron.core.dist_checkpointing.strategies import filesystem_async
+
+    if getattr(filesystem_async, "_results_queue", None) is not None:
+        return
+    from multiprocessing.managers import SyncManager
+
+    sync = SyncManager(ctx=mp.get_context("spawn"))
+    sync.start(initializer=_ignore_termination)
+    filesystem_async._results_queue = sync.Queue()
+    filesystem_async._optiml_manager = sync  # keep it referenced for the process lifetime
+
+
+def _materialize_optimizer_state(optimizer) -> None:
+    """Give a fresh torch Adam its state tensors (and ``step``) before a checkpoint is loaded.
+
+    Without TE/apex, Megatron-Core's DistributedOptimizer reads ``step`` from the inner torch
+    optimizer's state (distrib_optimizer.py:640, megatron-core 0.16.1), which a never-stepped
+    optimizer lacks. Megatron's own dummy step fills it; lr and weight decay are zeroed around it
+    so no weight moves. The loaded state then replaces the dummy values.
+    """
+    for opt in getattr(optimizer, "chained_optimizers", [optimizer]):
+        inner = getattr(opt, "optimizer", None)
+        if inner is None or not hasattr(opt, "_init_optimizer_states_with_dummy_values"):
+            continue
+        if any(len(st) for st in inner.state.values()):
+            continue
+        saved = [(g["lr"], g["weight_decay"]) for g in inner.param_groups]
+        for g in inner.param_groups:
+            g["lr"], g["weight_decay"] = 0.0, 0.0
+        opt._init_optimizer_states_with_dummy_values()
+        for g, (lr, wd) in zip(inner.param_groups, saved):
+            g["lr"], g["weight_decay"] = lr, wd
+
+
+_STEP_PATCHED = False
+
+
+def _patch_distopt_torch_adam_step() -> None:
+    """Work around a megatron-core 0.16.1 bug on the torch-Adam path (no TE/apex).
+
+    ``load_parameter_state_from_fully_reshardable`` skips the per-parameter ``step`` of torch's
+    Adam when it builds the source tensors (distrib_optimizer.py:2100), but
+    ``_set_main_param_and_optimizer_states`` copies every key of the destination state,
+    ``step`` included (:940) -> KeyError. ``load_state_dict`` has already set that ``step`` from
+    the checkpoint's param groups (:818-826), so the patched call simply keeps it.
+    TE/apex FusedAdam keep no per-parameter step and never reach this. Re-check on upgrade.
+    """
+    global _STEP_PATCHED
+    if _STEP_PATCHED:
+        return
+    from megatron.core.optimizer.distrib_optimizer import DistributedOptimizer
+
+    original = DistributedOptimizer._set_main_param_and_optimizer_states
+
+    def patched(self, model_param, tensors):
+        if "step" not in tensors and not self.config.use_precision_aware_optimizer_no_fp8_or_ds_fp8:
+            group_index, group_order = self.model_param_group_index_map[model_param]
+            main_param = self.optimizer.param_groups[group_index]["params"][group_order]
+            step = self.optimizer.state[main_param].get("step")
+            if step is not None:
+                tensors = {**tensors, "step": step}
+        return original(self, model_param, tensors)
+
+    DistributedOptimizer._set_main_param_and_optimizer_states = patched
+    _STEP_PATCHED = True
+
+
+def _unshare_adam_steps(optimizer) -> None:
+    """megatron-core 0.16.1's DistributedOptimizer.load_state_dict gives every parameter of the
+    torch Adam the *same* ``step`` tensor (distrib_optimizer.py:822-826); torch increments it in
+    place once per parameter, so the bias correction runs away after resume. One copy each."""
+    for opt in getattr(optimizer, "chained_optimizers", [optimizer]):
+        inner = getattr(opt, "optimizer", None)
+        for state in getattr(inner, "state", {}).values():
+            if isinstance(state.get("step"), torch.Tensor):
+                state["step"] = state["step"].clone()
+
+
+def save_checkpoint(
+    root: str | Path,
+    iteration: int,
+    *,
+    model_chunks: list[torch.nn.Module],
+    optimizer,
+    scheduler,
+    arch: OPTArch,
+    consumed_samples: int,
+    use_distributed_optimizer: bool,
+    extra_meta: dict[str, Any] | None = None,
+) -> Path:
+    """Collective: every rank calls it. Returns the iteration folder."""
+    rank = torch.distributed.get_rank()
+    ckpt_dir = iteration_dir(root, iteration)
+    if rank == 0:
+        if ckpt_dir.exists():
+            shutil.rmtree(ckpt_dir)  # a half-written save of this iteration (never referenced)
+        ckpt_dir.mkdir(parents=True)
+    torch.distributed.barrier()
+    state = _model_state(model_chunks)
+    model_sd = state["model"] if "model" in state else state
+    state["optimizer"] = optimizer.sharded_state_dict(
+        model_sd, **_optim_kwargs(use_distributed_optimizer)
+    )
+    state["opt_param_scheduler"] = scheduler.state_dict()
+    state["iteration"] = iteration
+    state["consumed_samples"] = consumed_samples
+    dist_checkpointing.save(state, str(ckpt_dir))
+    rng_dir = ckpt_dir / RNG_DIR
+    rng_dir.mkdir(exist_ok=True)
+    torch.save(_rng_state(), rng_dir / f"rank_{rank:05d}.pt")
+    torch.distributed.barrier()
+    if rank == 0:
+        write_meta(
+            ckpt_dir,
+            arch,
+            iteration,
+            consumed_samples=consumed_samples,
+            layout=_layout(),
+            **(extra_meta or {}),
+        )
+        write_tracker(root, iteration)
+    torch.distributed.barrier()
+    logger.info("saved checkpoint %s (consumed_samples=%d)", ckpt_dir, consumed_samples)
+    return ckpt_dir
+
+
+def latest_iteration(root: str | Path) -> int | None:
+    """The iteration the tracker points at, or None when there is no complete checkpoint."""
+    if not Path(root).exists():
+        return None
+    it = read_tracker(root)
+    return it if isinstance(it, int) else None
+
+
+def load_checkpoint(
+    root: str | Path,
+    iteration: int,
+    *,
+    model_chunks: list[torch.nn.Module],
+    optimizer,
+    scheduler,
+    use_distributed_optimizer: bool,
+) -> dict[str, Any]:
+    """Load everything into the live objects; returns ``{iteration, consumed_samples}``."""
+    ckpt_dir = iteration_dir(root, iteration)
+    state = _model_state(model_chunks)
+    model_sd = state["model"] if "model" in state else state
+    _materialize_optimizer_state(optimizer)
+    if use_distributed_optimizer:
+        _patch_distopt_torch_adam_step()
+    state["optimizer"] = optimizer.sharded_state_dict(
+        model_sd, is_loading=True, **_optim_kwargs(use_distributed_optimizer)
+    )
+    # Common (non-sharded) entries -- scheduler, counters -- come back from common.pt.
+    loaded = dist_checkpointing.load(state, str(ckpt_dir))
+    if len(model_chunks) == 1:
+        model_chunks[0].load_state_dict(loaded["model"])
+    else:
+        for i, m in enumerate(model_chunks):
+            m.load_state_dict(loaded[f"model{i}"])
+    optimizer.load_state_dict(loaded["optimizer"])
+    if use_distributed_optimizer:
+        _unshare_adam_steps(optimizer)
+    scheduler.load_state_dict(loaded["opt_param_scheduler"])
+    rng_file = ckpt_dir / RNG_DIR / f"rank_{torch.distributed.get_rank():05d}.pt"
+    import json
+
+    meta = json.loads((ckpt_dir / "optiml_meta.json").read_text())
+    if meta.get("layout") == _layout() and rng_file.exists():
+        rng = torch.load(rng_file, weights_only=False)
+        torch.set_rng_state(rng["torch"])
+        get_cuda_rng_tracker().set_states(rng["tracker"])
+        if "cuda" in rng and torch.cuda.is_available():
+            torch.cuda.set_rng_state(rng["cuda"])
+    else:
+        logger.warning(
+            "resuming %s on a different layout (%s -> %s): RNG streams are reseeded",
+            ckpt_dir,
+            meta.get("layout"),
+            _layout(),
+        )
+    logger.info("resumed from %s at iteration %d", ckpt_dir, int(loaded["iteration"]))
+    return {
+        "iteration": int(loaded["iteration"]),
+        "consumed_samples": int(loaded["consumed_samples"]),
+    }

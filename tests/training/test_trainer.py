@@ -1,0 +1,248 @@
+"""The trainer end to end on CPU/gloo: layouts, kill-and-resume, preemption, NaN policy."""
+
+import dataclasses
+import math
+import os
+import shutil
+import signal
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from megatron_optiml.config import load_run_config
+from megatron_optiml.testing.distributed import DistributedRunError, run_distributed
+
+pytestmark = [pytest.mark.distributed, pytest.mark.slow]
+
+ROOT = Path(__file__).resolve().parents[2]
+RECIPE = ROOT / "examples" / "recipes" / "opt_debug_cpu.yaml"
+
+
+@pytest.fixture(scope="module")
+def bench(tmp_path_factory):
+    """The bundled OPT-IML Bench sample, prepared once for this module."""
+    out = tmp_path_factory.mktemp("bench") / "bench"
+    subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "data_prep",
+            "--config",
+            str(ROOT / "examples/data_prep/bench_config.yaml"),
+            "--out",
+            str(out),
+            "--no-progress",
+        ],
+        check=True,
+        capture_output=True,
+        timeout=240,
+    )
+    return out / "blend.json"
+
+
+def _cfg(bench, run_dir, *overrides):
+    return load_run_config(
+        RECIPE,
+        [
+            f"model.data.blend_path={bench}",
+            f"exp_manager.explicit_log_dir={run_dir}",
+            "trainer.max_steps=6",
+            "trainer.val_check_interval=0",
+            "exp_manager.checkpoint_callback_params.every_n_train_steps=3",
+            "model.data.seq_length=256",
+            "model.optim.sched.warmup_steps=1",
+            *overrides,
+        ],
+    )
+
+
+def train_worker(rank, world_size, cfg, env):
+    os.environ.update(env)
+    from megatron_optiml.training.trainer import run_training
+
+    r = run_training(cfg)
+    return dataclasses.asdict(r)
+
+
+def _run(cfg, world=2, env=None):
+    return run_distributed(train_worker, world, cfg, env or {}, timeout=280)[0]
+
+
+def test_kill_and_resume_gives_the_identical_loss_curve(bench, tmp_path):
+    full = _run(_cfg(bench, tmp_path / "full"))
+    assert sorted(full["losses"]) == list(range(1, 7))
+
+    crashed = _cfg(bench, tmp_path / "crashed")
+    with pytest.raises(DistributedRunError):
+        _run(crashed, env={"OPTIML_FAULT_AFTER_STEP": "5"})  # dies after step 5, last ckpt at 3
+    assert (
+        tmp_path / "crashed/checkpoints/latest_checkpointed_iteration.txt"
+    ).read_text().strip() == "3"
+    resumed = _run(crashed)
+    assert sorted(resumed["losses"]) == [4, 5, 6]
+    for step in (4, 5, 6):
+        # dropout 0.1 is on: equality needs the RNG, data position and optimizer all restored
+        assert resumed["losses"][step] == pytest.approx(full["losses"][step], abs=1e-6), step
+    assert resumed["consumed_samples"] == full["consumed_samples"] == 6 * 8
+
+
+@pytest.fixture(scope="module")
+def hf_start(tmp_path_factory):
+    """An opt-debug-shaped HF OPT checkpoint converted to Megatron: the same initial weights
+    for every layout (Megatron's own init differs between PP layouts)."""
+    import torch
+    from transformers import OPTConfig, OPTForCausalLM
+
+    from megatron_optiml.models.opt import get_flavor
+
+    arch = get_flavor("opt-debug")
+    root = tmp_path_factory.mktemp("hf_start")
+    torch.manual_seed(0)
+    OPTForCausalLM(
+        OPTConfig(
+            vocab_size=arch.vocab_size,
+            hidden_size=arch.hidden_size,
+            num_hidden_layers=arch.num_layers,
+            num_attention_heads=arch.num_attention_heads,
+            ffn_dim=arch.ffn_hidden_size,
+            max_position_embeddings=arch.max_position_embeddings,
+            word_embed_proj_dim=arch.hidden_size,
+        )
+    ).save_pretrained(root / "hf")
+    subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "checkpoints_conversion",
+            "hf-to-megatron",
+            str(root / "hf"),
+            str(root / "megatron"),
+        ],
+        check=True,
+        capture_output=True,
+        timeout=240,
+    )
+    return root / "megatron"
+
+
+NO_DROPOUT = ["model.hidden_dropout=0.0", "model.attention_dropout=0.0"]
+
+
+def test_resume_on_a_different_layout(bench, tmp_path, hf_start):
+    """Killed at DP=2 (distributed optimizer), resumed at TP=2: the loss curve continues."""
+    common = [*NO_DROPOUT, f"model.restore_from_path={hf_start}"]
+    ref = _run(_cfg(bench, tmp_path / "ref", *common))
+    run_dir = tmp_path / "run"
+    with pytest.raises(DistributedRunError):
+        _run(_cfg(bench, run_dir, *common), env={"OPTIML_FAULT_AFTER_STEP": "4"})
+    cont = _run(_cfg(bench, run_dir, *common, "model.tensor_model_parallel_size=2"))
+    assert sorted(cont["losses"]) == [4, 5, 6]
+    for step in (4, 5, 6):
+        assert cont["losses"][step] == pytest.approx(ref["losses"][step], abs=1e-4), step
+
+
+def test_pipeline_and_tensor_parallel_match_data_parallel(bench, tmp_path, hf_start):
+    common = ["trainer.max_steps=3", *NO_DROPOUT, f"model.restore_from_path={hf_start}"]
+    dp = _run(_cfg(bench, tmp_path / "dp", *common))
+    pp = _run(_cfg(bench, tmp_path / "pp", *common, "model.pipeline_model_parallel_size=2"))
+    tp = _run(
+        _cfg(
+            bench,
+            tmp_path / "tp",
+            *common,
+            "model.tensor_model_parallel_size=2",
+            "model.sequence_parallel=true",
+        )
+    )
+    for step in (1, 2, 3):
+        assert pp["losses"][step] == pytest.approx(dp["losses"][step], abs=1e-5), step
+        assert tp["losses"][step] == pytest.approx(dp["losses"][step], abs=1e-5), step
+
+
+def test_validation_loss_falls_and_metrics_are_written(bench, tmp_path):
+    out = _run(
+        _cfg(
+            bench,
+            tmp_path / "run",
+            "trainer.max_steps=20",
+            "trainer.val_check_interval=10",
+            "model.data.seq_length=512",
+        )
+    )
+    val = out["val_losses"]
+    assert sorted(val) == [0, 10, 20]
+    assert val[20]["all"] < val[0]["all"] - 0.5  # observed ~0.7 nats
+    assert {"niv2", "promptsource", "bigbench"} <= set(val[0])
+    lines = (tmp_path / "run/metrics.jsonl").read_text().splitlines()
+    assert len(lines) == 20 + 3
+    assert list((tmp_path / "run/tensorboard").glob("events.out.tfevents.*"))
+
+
+def test_nan_loss_stops_with_a_clear_log(bench, tmp_path):
+    # lr=1e30 blows the weights up after the first update.
+    out = _run(
+        _cfg(bench, tmp_path / "run", "model.optim.lr=1e30", "model.optim.sched.warmup_steps=0")
+    )
+    assert out["stopped_on_nan"]
+    assert not all(math.isfinite(v) for v in out["losses"].values())
+
+
+def test_sigterm_saves_and_exits_with_the_requeue_code(bench, tmp_path):
+    """A real torchrun launch; SIGTERM to the ranks mid-run (as Slurm preemption does)."""
+    run_dir = tmp_path / "run"
+    cmd = [
+        sys.executable,
+        "-m",
+        "torch.distributed.run",
+        "--standalone",
+        "--nproc_per_node",
+        "2",
+        str(ROOT / "train.py"),
+        "--config",
+        str(RECIPE),
+        f"model.data.blend_path={bench}",
+        f"exp_manager.explicit_log_dir={run_dir}",
+        "trainer.max_steps=400",
+        "trainer.val_check_interval=0",
+        "model.data.seq_length=256",
+        "exp_manager.checkpoint_callback_params.every_n_train_steps=1000",
+    ]
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    proc = subprocess.Popen(
+        cmd,
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+        start_new_session=True,
+    )
+    try:
+        metrics = run_dir / "metrics.jsonl"
+        import time
+
+        deadline = time.monotonic() + 180
+        while time.monotonic() < deadline and (
+            not metrics.exists() or len(metrics.read_text().splitlines()) < 2
+        ):
+            time.sleep(0.5)
+        assert metrics.exists(), "training never started"
+        # Slurm signals the tasks themselves: SIGTERM to both ranks, not to the launcher.
+        import psutil
+
+        workers = psutil.Process(proc.pid).children()
+        assert len(workers) == 2
+        for w in workers:
+            w.send_signal(signal.SIGTERM)
+        out, _ = proc.communicate(timeout=120)
+    finally:
+        if proc.poll() is None:
+            os.killpg(proc.pid, signal.SIGKILL)
+    tracker = run_dir / "checkpoints/latest_checkpointed_iteration.txt"
+    assert tracker.exists(), out[-3000:]
+    saved = int(tracker.read_text())
+    assert 2 <= saved < 400
+    # Each rank saved, then exited with trainer.preemption_exit_code (torchrun reports it).
+    assert "exitcode  : 3" in out, out[-3000:]
+    shutil.rmtree(run_dir, ignore_errors=True)
