@@ -1,14 +1,16 @@
-"""Read a planner layout from a NeMo-layout run recipe (dict from YAML).
+"""Read a planner layout from a run recipe: our typed ``RunConfig``, or a raw NeMo-layout dict.
 
-TODO(lead): when ``megatron_optiml/config`` (the typed RunConfig) lands, build the PlanInput
-from the validated RunConfig instead of raw keys; :func:`plan_input_from_recipe` is the one
-place to change.
+A recipe that loads strictly as :class:`~megatron_optiml.config.RunConfig` is read through it,
+so the planner sees the trainer's own defaults (distributed optimizer, dropout, sequence
+length); a NeMo recipe with keys outside our schema (explicit shape keys, ``model.fp8``,
+``model.encoder_seq_length``) falls back to reading those raw keys.
 """
 
 from __future__ import annotations
 
 from typing import Any
 
+from megatron_optiml.config import ConfigError, RunConfig, config_from_dict
 from megatron_optiml.models.opt.flavors import OPTArch, get_flavor
 
 _MISSING = object()
@@ -61,16 +63,64 @@ def arch_from_recipe(recipe: dict[str, Any]) -> tuple[str, OPTArch]:
     return f"{arch.num_parameters() / 1e9:.1f}B (from recipe shape)", arch
 
 
-def plan_input_from_recipe(recipe: dict[str, Any]) -> tuple[dict[str, Any], dict[str, Any]]:
-    """(PlanInput fields, ClusterSpec fields) read from a NeMo-layout recipe dict.
+_PRECISION = {
+    "32": "fp32",
+    "16": "fp16",
+    "16-mixed": "fp16",
+    "bf16": "bf16",
+    "bf16-mixed": "bf16",
+    "fp8": "fp8",
+}
 
-    Keys: model.{tensor,pipeline,virtual_pipeline}_model_parallel_size, model.sequence_parallel,
+
+def plan_input_from_run_config(cfg: RunConfig) -> tuple[dict[str, Any], dict[str, Any]]:
+    """(PlanInput fields, ClusterSpec fields) of a typed run config, as the trainer will run it."""
+    m, t = cfg.model, cfg.trainer
+    precision = _PRECISION.get(str(t.precision))
+    if precision is None:
+        raise ValueError(f"trainer.precision={t.precision!r}: expected one of {sorted(_PRECISION)}")
+    fields: dict[str, Any] = dict(
+        arch=get_flavor(m.flavor),
+        tp=m.tensor_model_parallel_size,
+        pp=m.pipeline_model_parallel_size,
+        vp=m.virtual_pipeline_model_parallel_size,
+        sequence_parallel=m.sequence_parallel,
+        micro_batch_size=m.micro_batch_size,
+        global_batch_size=m.global_batch_size,
+        seq_length=m.data.seq_length,
+        precision=precision,
+        use_distributed_optimizer=m.optim.use_distributed_optimizer,
+        # The trainer's DDP always reduces gradients in an fp32 main-grad buffer.
+        grad_reduce_in_fp32=True,
+        recompute=m.activations_checkpoint_granularity or "none",
+        # 'auto' resolves to Transformer Engine on a GPU node with TE installed.
+        transformer_impl="local" if m.transformer_impl == "local" else "transformer_engine",
+        hidden_dropout=m.hidden_dropout,
+        attention_dropout=m.attention_dropout,
+        extra={"flavor": m.flavor},
+    )
+    return fields, dict(num_nodes=t.num_nodes, gpus_per_node=t.devices)
+
+
+def plan_input_from_recipe(recipe: dict[str, Any]) -> tuple[dict[str, Any], dict[str, Any]]:
+    """(PlanInput fields, ClusterSpec fields) read from a recipe dict.
+
+    A recipe in our typed schema goes through :func:`plan_input_from_run_config`; otherwise the
+
+    raw NeMo keys are read: model.{tensor,pipeline,virtual_pipeline}_model_parallel_size,
+    model.sequence_parallel,
     model.micro_batch_size, model.global_batch_size, model.encoder_seq_length or
     model.data.seq_length, trainer.precision (+ model.fp8), trainer.num_nodes,
     trainer.devices, model.optim.name ('distributed_fused_adam' = distributed optimizer),
     model.activations_checkpoint_granularity (null | selective | full), model.hidden_dropout,
     model.attention_dropout.
     """
+    try:
+        cfg = config_from_dict(recipe, "recipe")
+    except ConfigError:
+        cfg = None  # keys outside our schema: a NeMo recipe, read key by key below
+    if cfg is not None:
+        return plan_input_from_run_config(cfg)
     flavor, arch = arch_from_recipe(recipe)
     seq = _get(recipe, "model.encoder_seq_length", None)
     if seq is None:
