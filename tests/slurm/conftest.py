@@ -1,0 +1,55 @@
+"""Session fixtures for the Slurm tests: a private single-node cluster and the bundled data.
+
+The cluster is started once per session and always torn down (jobs cancelled, daemons stopped
+by pid, state removed), also when a test fails. Without Slurm installed (the CI installs it:
+scripts/ci_system_deps.sh) or without root (slurmd must launch jobs), the tests skip.
+"""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from local_slurm import LocalSlurm, missing_binaries
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+@pytest.fixture(scope="session")
+def slurm(tmp_path_factory):
+    missing = missing_binaries()
+    if missing:
+        pytest.skip(f"Slurm not installed ({', '.join(missing)}): scripts/ci_system_deps.sh")
+    if os.geteuid() != 0:
+        pytest.skip("a private slurmd must run as root to launch jobs")
+    cluster = LocalSlurm(tmp_path_factory.mktemp("slurm"))
+    try:
+        cluster.start()
+        yield cluster
+    finally:
+        cluster.stop()
+
+
+@pytest.fixture(scope="session")
+def bench_blend(tmp_path_factory) -> Path:
+    """The bundled OPT-IML Bench sample, prepared by data_prep (~6 s)."""
+    out = tmp_path_factory.mktemp("bench") / "bench"
+    subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "data_prep",
+            "--config",
+            str(ROOT / "examples/data_prep/bench_config.yaml"),
+            "--out",
+            str(out),
+            "--no-progress",
+        ],
+        check=True,
+        capture_output=True,
+        timeout=240,
+    )
+    return out / "blend.json"
