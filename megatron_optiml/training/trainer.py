@@ -132,8 +132,14 @@ class Trainer:
         if t.fp8:
             extra.update(fp8="hybrid", fp8_recipe="delayed")
         if torch.cuda.is_available():
-            # Fused kernels where the device has them (their CPU fallbacks are slower or absent).
-            extra.update(bias_dropout_fusion=True, masked_softmax_fusion=True)
+            # Fused kernels where the device has them: bias-dropout-add is a TorchScript fusion;
+            # the masked softmax kernel is a compiled extension (Megatron-LM/apex build).
+            import importlib.util
+
+            extra["bias_dropout_fusion"] = True
+            extra["masked_softmax_fusion"] = (
+                importlib.util.find_spec("scaled_upper_triang_masked_softmax_cuda") is not None
+            )
         return build_transformer_config(
             self.arch,
             tensor_model_parallel_size=m.tensor_model_parallel_size,

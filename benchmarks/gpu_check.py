@@ -1,0 +1,242 @@
+"""One-GPU checks for a lent GPU machine (run by ``benchmarks/gpu_check.sh``).
+
+1. With CUDA present the CPU shim stays off, and the same Megatron-Core code runs on NCCL.
+2. opt-debug (local spec): BF16 loss vs FP32 loss on the GPU, and vs the FP32 loss on CPU
+   computed from the same canonical weights (BF16 tolerance).
+3. Transformer Engine: is it importable? If so, TE spec vs local spec loss.
+4. OPT-1.3B training-step throughput (local spec, BF16, distributed optimizer): TFLOP/s, MFU,
+   and measured peak memory vs the planner's prediction.
+Prints one JSON object per check and writes them all to ``$OUT/gpu_check.json``.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import time
+import traceback
+
+import torch
+
+RESULTS: dict[str, object] = {}
+
+
+def record(name: str, value) -> None:
+    RESULTS[name] = value
+    print(json.dumps({name: value}), flush=True)
+
+
+def check(fn):
+    try:
+        fn()
+    except Exception:  # noqa: BLE001 - report and go on to the next check
+        record(fn.__name__ + "_error", traceback.format_exc()[-2000:])
+    return fn
+
+
+def _init():
+    from megatron_optiml.backend import cpu
+    from megatron_optiml.parallel import init_distributed
+    from megatron_optiml.testing.distributed import free_port
+
+    os.environ.update(RANK="0", WORLD_SIZE="1", LOCAL_RANK="0", MASTER_ADDR="127.0.0.1", MASTER_PORT=str(free_port()))
+    init_distributed(seed=1234)
+    record(
+        "environment",
+        {
+            "device": torch.cuda.get_device_name() if torch.cuda.is_available() else "cpu",
+            "torch": torch.__version__,
+            "cpu_shim_installed": cpu.is_installed(),
+            "backend": torch.distributed.get_backend(),
+        },
+    )
+
+
+def _loss(model, batch):
+    from megatron_optiml.training.step import masked_token_loss
+
+    out = model(batch["tokens"], batch["position_ids"], None, labels=batch["labels"])
+    s, n, _ = masked_token_loss(batch["loss_mask"], out)
+    return s / n
+
+
+def _debug_model(transformer_impl: str, bf16: bool):
+    from megatron.core.transformer.module import Float16Module
+
+    from megatron_optiml.conversion.sharding import Layout, load_shard_into_model, shard_state_dict
+    from megatron_optiml.models.opt import build_opt_model, build_transformer_config, get_flavor
+    from megatron_optiml.models.opt.init import random_canonical_state_dict
+
+    arch = get_flavor("opt-debug")
+    cfg = build_transformer_config(arch, bf16=bf16, params_dtype=torch.float32, use_cpu_initialization=True)
+    model = build_opt_model(arch, cfg, transformer_impl=transformer_impl)
+    full = random_canonical_state_dict(arch, seed=1234)
+    shard = shard_state_dict(full, Layout(), arch.num_layers, transformer_impl=transformer_impl)
+    load_shard_into_model(model, shard)
+    model.cuda()
+    if bf16:
+        model = Float16Module(cfg, model)
+    return model
+
+
+def _batch(device):
+    from megatron_optiml.testing.parity import ParityCase, fixed_global_batch
+
+    b = fixed_global_batch(ParityCase(global_batch_size=4, seq_length=128))
+    return {k: v.to(device) for k, v in b.items()}
+
+
+def debug_losses():
+    batch = _batch("cuda")
+    out = {}
+    for impl in ("local", "transformer_engine"):
+        for bf16 in (False, True):
+            key = f"{impl}_{'bf16' if bf16 else 'fp32'}"
+            try:
+                model = _debug_model(impl, bf16)
+            except Exception as e:  # noqa: BLE001
+                out[key] = f"unavailable: {str(e)[:200]}"
+                continue
+            loss = _loss(model, batch)
+            loss.backward()
+            grad_norm = sum(float(p.grad.float().norm() ** 2) for p in model.parameters() if p.grad is not None) ** 0.5
+            out[key] = {"loss": float(loss), "grad_norm": grad_norm}
+    if isinstance(out.get("local_bf16"), dict):
+        out["local_bf16_minus_fp32"] = out["local_bf16"]["loss"] - out["local_fp32"]["loss"]
+    if isinstance(out.get("transformer_engine_bf16"), dict):
+        out["te_bf16_minus_local_bf16"] = out["transformer_engine_bf16"]["loss"] - out["local_bf16"]["loss"]
+    record("opt_debug_losses", out)
+
+
+def te_available():
+    from megatron_optiml.utils.optional import have_transformer_engine
+
+    record("transformer_engine_importable", have_transformer_engine())
+
+
+def opt13b_throughput():
+    from megatron.core.distributed import DistributedDataParallel, DistributedDataParallelConfig
+    from megatron.core.distributed.finalize_model_grads import finalize_model_grads
+    from megatron.core.optimizer import OptimizerConfig, get_megatron_optimizer
+    from megatron.core.pipeline_parallel import get_forward_backward_func
+    from megatron.core.transformer.module import Float16Module
+
+    from megatron_optiml.models.opt import build_opt_model, build_transformer_config, get_flavor
+    from megatron_optiml.planning.flops import step_flops
+    from megatron_optiml.planning.hardware import ClusterSpec
+    from megatron_optiml.planning.layout import PlanInput
+    from megatron_optiml.planning.plan import make_plan
+    from megatron_optiml.training.step import forward_step
+
+    arch = get_flavor(os.environ.get("GPU_CHECK_FLAVOR", "opt-1.3b"))
+    mbs, seq, nmb = 4, int(os.environ.get("GPU_CHECK_SEQ", "2048")), 2
+    cfg = build_transformer_config(
+        arch,
+        bf16=True,
+        params_dtype=torch.bfloat16,
+        pipeline_dtype=torch.bfloat16,
+        calculate_per_token_loss=True,
+        use_cpu_initialization=False,
+        bias_dropout_fusion=torch.cuda.is_available(),
+        hidden_dropout=0.1,
+        attention_dropout=0.1,
+        recompute_granularity="selective",
+    )
+    if torch.cuda.is_available():
+        torch.cuda.reset_peak_memory_stats()
+    model = build_opt_model(arch, cfg, transformer_impl="local").cuda()
+    model = Float16Module(cfg, model)
+    ddp = DistributedDataParallel(cfg, DistributedDataParallelConfig(grad_reduce_in_fp32=True, use_distributed_optimizer=True), model)
+    cfg.finalize_model_grads_func = finalize_model_grads
+    opt = get_megatron_optimizer(
+        OptimizerConfig(optimizer="adam", lr=5e-5, bf16=True, params_dtype=torch.bfloat16, use_distributed_optimizer=True, clip_grad=1.0),
+        [ddp],
+    )
+    torch.manual_seed(0)
+    tokens = torch.randint(3, 50000, (mbs, seq), device="cuda")
+    batch = {
+        "tokens": tokens,
+        "labels": torch.roll(tokens, -1, 1),
+        "loss_mask": torch.ones(mbs, seq, device="cuda"),
+        "position_ids": torch.arange(seq, device="cuda").expand(mbs, seq),
+    }
+
+    def step():
+        ddp.zero_grad_buffer()
+        opt.zero_grad()
+        get_forward_backward_func()(
+            forward_step_func=forward_step,
+            data_iterator=iter([batch] * nmb),
+            model=[ddp],
+            num_microbatches=nmb,
+            seq_length=seq,
+            micro_batch_size=mbs,
+            forward_only=False,
+        )
+        opt.step()
+
+    for _ in range(3):
+        step()
+    torch.cuda.synchronize()
+    n = 10
+    t0 = time.perf_counter()
+    for _ in range(n):
+        step()
+    torch.cuda.synchronize()
+    dt = (time.perf_counter() - t0) / n
+    gbs = mbs * nmb
+    flops = step_flops(arch, global_batch_size=gbs, seq_length=seq, recompute="selective")
+    name = torch.cuda.get_device_name().lower() if torch.cuda.is_available() else "cpu"
+    gpu = "h200-141gb" if "h200" in name else "h100-80gb"
+    cluster = ClusterSpec.from_gpu(gpu, num_nodes=1, gpus_per_node=1)
+    plan = make_plan(
+        PlanInput(
+            arch=arch,
+            global_batch_size=gbs,
+            micro_batch_size=mbs,
+            seq_length=seq,
+            precision="bf16",
+            use_distributed_optimizer=True,
+            recompute="selective",
+            transformer_impl="local",
+            hidden_dropout=0.1,
+            attention_dropout=0.1,
+        ),
+        cluster,
+    )
+    peak_bf16 = cluster.gpu.peak_bf16_tflops * 1e12
+    measured = torch.cuda.max_memory_allocated() if torch.cuda.is_available() else 0
+    predicted_no_overhead = plan.peak.total - plan.peak.overhead - plan.peak.fragmentation
+    record(
+        "opt_1_3b_local_bf16",
+        {
+            "micro_batch": mbs,
+            "microbatches": nmb,
+            "seq": seq,
+            "step_s": dt,
+            "tokens_per_s": gbs * seq / dt,
+            "model_tflops": flops.model / dt / 1e12,
+            "mfu": flops.model / dt / peak_bf16,
+            "peak_mem_gib_measured": measured / 2**30,
+            "peak_mem_gib_predicted_without_overhead": predicted_no_overhead / 2**30,
+            "prediction_error": predicted_no_overhead / measured - 1 if measured else None,
+            "plan_terms_gib": {k: v / 2**30 for k, v in plan.peak.terms().items()},
+        },
+    )
+
+
+def main():
+    _init()
+    checks = [debug_losses, te_available]
+    if torch.cuda.is_available() or os.environ.get("GPU_CHECK_FLAVOR"):
+        checks.append(opt13b_throughput)
+    for fn in checks:
+        check(fn)
+    out = os.environ.get("OUT")
+    if out:
+        with open(os.path.join(out, "gpu_check.json"), "w") as f:
+            json.dump(RESULTS, f, indent=2)
+
+
+if __name__ == "__main__":
+    main()
