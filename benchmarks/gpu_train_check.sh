@@ -11,7 +11,7 @@ args=(--config examples/recipes/opt_debug_cpu.yaml model.data.blend_path=/tmp/be
   trainer.precision=bf16 trainer.max_steps=30 trainer.val_check_interval=10
   exp_manager.checkpoint_callback_params.every_n_train_steps=10)
 OPTIML_FAULT_AFTER_STEP=15 python3 -m torch.distributed.run --standalone --nproc_per_node 1 train.py "${args[@]}" > /tmp/run1.log 2>&1
-echo "first run exit: $? (17 = simulated crash)"; cp /tmp/run/metrics.jsonl /tmp/metrics_run1.jsonl
+echo "first run exit: $? (17 = simulated crash)"; grep -iE "Error" /tmp/run1.log | head -3; cp /tmp/run/metrics.jsonl /tmp/metrics_run1.jsonl
 python3 -m torch.distributed.run --standalone --nproc_per_node 1 train.py "${args[@]}" > /tmp/run2.log 2>&1
 echo "resumed run exit: $?"; grep -iE "error|Traceback" /tmp/run2.log | head -5
 python3 - <<'PY'
@@ -27,6 +27,6 @@ print("val", [r for r in a + b if "validation" in r][-1])
 print("last", max(lb), lb[max(lb)], "tokens/s", [r.get("tokens_per_s") for r in b if "loss" in r][-1])
 PY
 python3 -m checkpoints_conversion megatron-to-hf /tmp/run/checkpoints /tmp/hf > /tmp/export.log 2>&1 && echo "export ok" && ls /tmp/hf
-python3 -c "
+[ -d /tmp/hf ] && python3 -c "
 import torch; from transformers import OPTForCausalLM
 m = OPTForCausalLM.from_pretrained('/tmp/hf').cuda(); print('HF load ok', sum(p.numel() for p in m.parameters()))"

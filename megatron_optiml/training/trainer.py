@@ -49,6 +49,13 @@ class TrainResult:
     last_checkpoint: str | None = None
 
 
+def _comm_device() -> torch.device:
+    """Where small collective tensors live: NCCL needs them on the GPU, gloo on the CPU."""
+    if torch.cuda.is_available():
+        return torch.device("cuda", torch.cuda.current_device())
+    return torch.device("cpu")
+
+
 def _is_rank0() -> bool:
     return torch.distributed.get_rank() == 0
 
@@ -75,7 +82,7 @@ class _Preemption:
             signal.signal(sig, old)
 
     def any_rank(self) -> bool:
-        t = torch.tensor([1 if self.flag else 0], dtype=torch.int32)
+        t = torch.tensor([1 if self.flag else 0], dtype=torch.int32, device=_comm_device())
         torch.distributed.all_reduce(t, op=torch.distributed.ReduceOp.MAX)
         return bool(t.item())
 
@@ -331,7 +338,7 @@ class Trainer:
         )
 
     def _data_iterator(self, loader):
-        it = iter(loader)
+        it = map(_to_device, loader) if torch.cuda.is_available() else iter(loader)
         if len(self.model) == 1:
             return it
         # Interleaved schedules pull micro-batches per model chunk; each chunk needs the same
@@ -343,12 +350,12 @@ class Trainer:
     # ---------------------------------------------------------------- loop
     def _global_loss(self, reports) -> tuple[float, int]:
         """Sum of target-token losses and their count over the global batch (all ranks agree)."""
-        v = reduce_loss_reports(reports).double()
+        v = reduce_loss_reports(reports).double().to(_comm_device())
         if not (
             ps.is_pipeline_last_stage(ignore_virtual=True)
             and ps.get_tensor_model_parallel_rank() == 0
         ):
-            v = torch.zeros(2, dtype=torch.float64)
+            v = torch.zeros(2, dtype=torch.float64, device=_comm_device())
         torch.distributed.all_reduce(v)
         return float(v[0]), int(v[1])
 
@@ -523,6 +530,29 @@ class Trainer:
 
     def close(self) -> None:
         destroy_distributed()
+
+
+def _to_device(batch: dict) -> dict:
+    """Move a collated micro-batch (tensors and THD ``PackedSeqParams``) to the current GPU."""
+    import dataclasses as dc
+
+    dev = torch.cuda.current_device()
+    out = {}
+    for k, v in batch.items():
+        if isinstance(v, torch.Tensor):
+            out[k] = v.to(dev, non_blocking=True)
+        elif v is not None and dc.is_dataclass(v):
+            out[k] = dc.replace(
+                v,
+                **{
+                    f.name: getattr(v, f.name).to(dev, non_blocking=True)
+                    for f in dc.fields(v)
+                    if isinstance(getattr(v, f.name), torch.Tensor)
+                },
+            )
+        else:
+            out[k] = v
+    return out
 
 
 def _step_flops(arch, m, cfg) -> float:
