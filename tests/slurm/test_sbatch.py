@@ -185,3 +185,34 @@ def test_preflight_refuses_a_mismatched_allocation(slurm, bench_blend, tmp_path)
     assert info["JobState"] == "FAILED" and info["Restarts"] == "0", log
     assert "recipe world size 2" in log and "this job has 1 tasks" in log
     assert "srun exited" not in log and not (tmp_path / "runs" / name).exists()
+
+
+@pytest.mark.timeout(200)
+def test_scancel_checkpoints_and_stays_cancelled(slurm, bench_blend, tmp_path):
+    # scancel sends TERM to the batch shell and the ranks: the ranks still checkpoint and exit
+    # 3, but the script must not requeue what the user cancelled.
+    name = "cpu_cancel"
+    job = _submit(
+        slurm,
+        tmp_path,
+        name,
+        bench_blend,
+        "trainer.max_steps=200",
+        "exp_manager.checkpoint_callback_params.every_n_train_steps=1000",
+    )
+    run_dir = tmp_path / "runs" / name
+    deadline = time.monotonic() + 150
+    while len(_metrics(run_dir)) < 1:
+        assert time.monotonic() < deadline, _job_log(tmp_path, name, job)[-4000:]
+        time.sleep(0.2)
+    slurm.run("scancel", str(job))
+    while "] exit " not in _job_log(tmp_path, name, job):
+        assert time.monotonic() < deadline, _job_log(tmp_path, name, job)[-4000:]
+        time.sleep(0.3)
+    time.sleep(3)  # a requeue, had the script asked for one, shows by now
+    info = slurm.job(job)
+    log = _job_log(tmp_path, name, job)
+    assert info["JobState"] == "CANCELLED" and info["Restarts"] == "0", (info, log[-4000:])
+    assert "caught SIGTERM" in log and "not requeuing" in log and "requeued job" not in log
+    tracker = run_dir / "checkpoints" / "latest_checkpointed_iteration.txt"
+    assert int(tracker.read_text()) >= 1  # the TERM checkpoint
