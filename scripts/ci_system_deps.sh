@@ -6,6 +6,8 @@
 #
 # -e: stop on the first failure; -u: unset variables are errors; pipefail: no hidden failures.
 set -euo pipefail
+# The daemons install into sbin, which a CI shell's PATH may lack.
+export PATH="$PATH:/usr/sbin:/usr/local/sbin:/sbin"
 
 if command -v slurmctld >/dev/null && command -v slurmd >/dev/null && command -v munged >/dev/null; then
     echo "ci_system_deps: slurm-wlm and munge already installed"

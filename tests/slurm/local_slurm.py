@@ -21,10 +21,18 @@ from pathlib import Path
 DAEMONS = ("munged", "slurmctld", "slurmd")
 
 
+CLIENTS = ("sbatch", "scontrol", "squeue", "scancel", "sinfo", "srun", "munge")
+# Daemons live in sbin, which a non-login PATH may lack.
+_SEARCH = os.pathsep.join([os.environ.get("PATH", ""), "/usr/sbin", "/usr/local/sbin", "/sbin"])
+
+
+def _which(name: str) -> str | None:
+    return shutil.which(name, path=_SEARCH)
+
+
 def missing_binaries() -> list[str]:
     """Slurm/munge programs this machine lacks (the CI installs them: scripts/ci_system_deps.sh)."""
-    needed = (*DAEMONS, "sbatch", "scontrol", "squeue", "scancel", "sinfo", "srun", "munge")
-    return [b for b in needed if shutil.which(b) is None]
+    return [b for b in (*DAEMONS, *CLIENTS) if _which(b) is None]
 
 
 def _free_ports(n: int) -> list[int]:
@@ -120,7 +128,7 @@ PartitionName=debug Nodes=ALL Default=YES MaxTime=INFINITE State=UP
         m.chmod(0o700)
         subprocess.run(
             [
-                "munged",
+                _which("munged"),
                 "--force",
                 f"--socket={self.munge_socket}",
                 f"--key-file={key}",
@@ -147,7 +155,9 @@ PartitionName=debug Nodes=ALL Default=YES MaxTime=INFINITE State=UP
         self._start_munged()
         for daemon in ("slurmctld", "slurmd"):
             # Both daemonize and return at once; their pid files name the daemons.
-            subprocess.run([daemon], env=self.env, check=True, capture_output=True, timeout=30)
+            subprocess.run(
+                [_which(daemon)], env=self.env, check=True, capture_output=True, timeout=30
+            )
             self.pids[daemon] = self._read_pid(self.root / f"{daemon}.pid")
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
