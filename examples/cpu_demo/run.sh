@@ -9,7 +9,8 @@ cd "$(dirname "$0")/../.."
 bash scripts/setup_env.sh
 PY=.venv/bin/python
 OUT=${OUT:-outputs/demo}
-STEPS=${STEPS:-150}
+STEPS=${STEPS:-200}
+SHOTS=${SHOTS:-0 5}
 EVAL_LIMIT=${EVAL_LIMIT:-20}
 export OMP_NUM_THREADS=1 PYTHONWARNINGS=ignore TOKENIZERS_PARALLELISM=false
 rm -rf "$OUT"
@@ -38,7 +39,7 @@ echo "== 5/6 evaluate base vs tuned on the held-out splits (rank classification 
 $PY -m megatron_optiml.cli.evaluate \
   --model "$OUT/base_hf" --name base --model "$OUT/tuned_hf" --name tuned \
   --bench "$OUT/bench" --out "$OUT/eval" --limit "$EVAL_LIMIT" --max-new-tokens 32 \
-  --shots 0 5 --no-progress
+  --shots $SHOTS --no-progress
 
 echo "== 6/6 done in $(( $(date +%s) - t0 )) s"
 echo "   metrics:     $OUT/run/metrics.jsonl (TensorBoard: $OUT/run/tensorboard)"
