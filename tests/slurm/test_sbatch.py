@@ -1,5 +1,5 @@
 """The GPU launcher examples/slurm/optiml.sbatch, unchanged, on a real single-node Slurm with
-the CPU opt-debug recipe and 2 gloo ranks: a run to completion, a preemption that requeues and
+the CPU opt-debug recipe (opt_debug_slurm_cpu.yaml) and 2 gloo ranks: a run to completion, a preemption that requeues and
 resumes, and a pre-flight refusal.
 
 Only sbatch options are overridden on the command line (2 tasks, no GPUs); the script, its
@@ -22,7 +22,7 @@ pytestmark = [pytest.mark.integration, pytest.mark.slow]
 
 ROOT = Path(__file__).resolve().parents[2]
 SBATCH = ROOT / "examples" / "slurm" / "optiml.sbatch"
-RECIPE = ROOT / "examples" / "recipes" / "opt_debug_cpu.yaml"
+RECIPE = ROOT / "examples" / "recipes" / "opt_debug_slurm_cpu.yaml"
 # What a CPU node can give instead of the script's 8 tasks x 8 GPUs; --time leaves room for
 # the script's --signal=B:USR1@300 warning to come after the test is over.
 CPU_ALLOCATION = ("--ntasks-per-node=2", "--gpus-per-node=0", "--cpus-per-task=1", "--time=20")
@@ -45,9 +45,6 @@ def _submit(slurm, tmp_path: Path, name: str, blend: Path, *overrides: str, env=
         str(SBATCH),
         str(RECIPE),
         f"model.data.blend_path={blend}",
-        "trainer.val_check_interval=0",
-        "model.data.seq_length=256",
-        "model.optim.sched.warmup_steps=1",
         *overrides,
         cwd=tmp_path,
         env={
