@@ -22,7 +22,7 @@ from megatron_optiml.planning import (
     make_plan,
     suggest_layouts,
 )
-from megatron_optiml.planning.memory import stage_activation_terms
+from megatron_optiml.planning.memory import stage_activation_terms, stage_stored_terms
 
 # (flavor, global batch, optimizer steps, nodes, paper wall-clock h on 64/128 A100 40GB)
 RUNS = [("opt-30b", 256, 4000, 8, 19.0), ("opt-175b", 128, 8000, 16, 72.0)]
@@ -128,9 +128,9 @@ def measured_vs_predicted(dp2: bool) -> None:
     print("\n## Measured vs predicted on CPU (bf16 params, local spec, one rank)\n")
     print(
         "| model | s x b | recompute | dropout | states pred/meas MB | ratio | "
-        "saved activations pred/meas MB | ratio |"
+        "saved activations pred/meas MB | ratio | fwd+bwd peak pred/meas MB | ratio |"
     )
-    print("|---|---|---|---|---|---|---|---|")
+    print("|---|---|---|---|---|---|---|---|---|---|")
     cases = [("opt-debug", get_flavor("opt-debug"), 64, 2), ("tiny-4L-h128-V1024", TINY, 128, 2)]
     for name, arch, s, b in cases:
         for dropout in (0.1, 0.0):
@@ -141,6 +141,7 @@ def measured_vs_predicted(dp2: bool) -> None:
                     micro_batch_size=b,
                     recompute=recompute,
                     hidden_dropout=dropout,
+                    measure_peak=True,
                 )
                 inp = PlanInput(
                     arch=arch,
@@ -153,17 +154,17 @@ def measured_vs_predicted(dp2: bool) -> None:
                     use_distributed_optimizer=False,
                 )
                 st = make_plan(inp, one_gpu).stages[0]
-                terms = stage_activation_terms(inp, 1, "first")
-                # What the forward saves; the recomputed layer's working set comes later.
-                terms.pop("recomputed layer working set", None)
-                pred_act = sum(terms.values())
+                # What the forward saves, and the peak with the backward's working set.
+                pred_act = sum(stage_stored_terms(inp, 1, "first").values())
+                pred_peak = sum(stage_activation_terms(inp, 1, "first").values())
                 meas_states = m.states.weights + m.states.grads + m.states.optimizer
                 print(
                     f"| {name} | {s} x {b} | {recompute} | {dropout} | "
                     f"{st.model_states / 1e6:.2f} / {meas_states / 1e6:.2f} | "
                     f"{st.model_states / meas_states:.3f} | {pred_act / 1e6:.3f} / "
                     f"{m.saved_activation_bytes / 1e6:.3f} | "
-                    f"{pred_act / m.saved_activation_bytes:.3f} |"
+                    f"{pred_act / m.saved_activation_bytes:.3f} | {pred_peak / 1e6:.3f} / "
+                    f"{m.peak_bytes / 1e6:.3f} | {pred_peak / m.peak_bytes:.3f} |"
                 )
     if dp2:
         t = time.time()

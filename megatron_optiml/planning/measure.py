@@ -1,12 +1,15 @@
 """Measure what the planner predicts, on a live Megatron-Core model: bytes of parameters,
 gradient buffers and optimizer states (tensor storages), and bytes saved for the backward.
 
-On CPU there is no allocator peak to read, so these storage counts are the measurable part;
-on a GPU, ``torch.cuda.max_memory_allocated`` is the end-to-end check.
+On CPU there is no caching-allocator peak to read; the storage counts are exact, and
+:func:`record_peak` reads the peak of the bytes the CPU allocator holds (net of what it held
+before) from ``torch.profiler``'s allocation events, which covers transients such as the
+backward's working set. On a GPU, ``torch.cuda.max_memory_allocated`` is the end-to-end check.
 """
 
 from __future__ import annotations
 
+import contextlib
 import os
 import weakref
 from collections.abc import Iterable
@@ -105,11 +108,60 @@ def record_saved(exclude: Iterable[torch.Tensor] = ()):
         yield log
 
 
+@dataclass
+class PeakLog:
+    """Peak of the bytes allocated inside a :func:`record_peak` block (filled on exit)."""
+
+    peak: int = 0
+    """Highest running total of allocations minus frees inside the block."""
+    end: int = 0
+    """What the block left allocated."""
+
+
+def _allocation_events(prof: Any) -> list[Any]:
+    kind = torch._C._profiler._EventType.Allocation
+    out, stack = [], list(prof.profiler.kineto_results.experimental_event_tree())
+    while stack:
+        node = stack.pop()
+        if node.tag == kind:
+            out.append(node)
+        stack.extend(node.children)
+    return sorted(out, key=lambda n: n.start_time_ns)
+
+
+@contextmanager
+def record_peak():
+    """Peak CPU bytes held inside the block, above what was held when it began.
+
+    ``torch.profiler(profile_memory=True)`` makes the CPU allocator report every allocation
+    and free with its running total (tensors allocated before the block are not counted, nor
+    are their frees): the maximum of that total is the peak of live tensor bytes the block
+    added, transients included (what ``max_memory_allocated`` measures on a GPU, without the
+    caching allocator's rounding).
+    """
+    from torch.profiler import ProfilerActivity, profile
+
+    log = PeakLog()
+    with profile(activities=[ProfilerActivity.CPU], profile_memory=True) as prof:
+        yield log
+    events = _allocation_events(prof)
+    if events:
+        # The reporter's running total is process-wide and outlives a profiling session
+        # (blocks allocated under an earlier one are still counted): start from the first event.
+        first = events[0].extra_fields
+        base = first.total_allocated - first.alloc_size
+        totals = [e.extra_fields.total_allocated - base for e in events]
+        log.peak, log.end = max(totals), totals[-1]
+
+
 @dataclass(frozen=True, kw_only=True)
 class TinyRunMeasurement:
     states: MeasuredStates
     saved_activation_bytes: int
     num_parameters: int
+    peak_bytes: int | None = None
+    """Peak of the bytes one micro-batch's forward + backward added on top of the model
+    states (``measure_peak=True``): stored activations plus the backward's working set."""
 
 
 def measure_tiny_run(
@@ -123,6 +175,7 @@ def measure_tiny_run(
     attention_dropout: float = 0.0,
     recompute: str = "none",
     seed: int = 1234,
+    measure_peak: bool = False,
 ) -> TinyRunMeasurement:
     """One forward/backward/Adam step of ``arch`` (local spec, tp=pp=1) on this rank.
 
@@ -193,11 +246,13 @@ def measure_tiny_run(
         ddp.zero_grad_buffer()
         optimizer.zero_grad()
         params = list(model.parameters())
-        with record_saved(exclude=params) as log:
-            loss = ddp(tokens, positions, None, labels=labels)
-        saved = log.nbytes
-        del log
-        loss.float().sum().backward()
+        with record_peak() if measure_peak else contextlib.nullcontext() as peak:
+            with record_saved(exclude=params) as log:
+                loss = ddp(tokens, positions, None, labels=labels)
+            saved = log.nbytes
+            del log
+            loss.float().sum().backward()
+            del loss
         ddp.finish_grad_sync()
         optimizer.step()  # Adam allocates its moments on the first step
         states = measure_state_bytes(model, ddp.buffers + ddp.expert_parallel_buffers, optimizer)
@@ -205,6 +260,7 @@ def measure_tiny_run(
             states=states,
             saved_activation_bytes=saved,
             num_parameters=sum(p.numel() for p in params),
+            peak_bytes=peak.peak if measure_peak else None,
         )
     finally:
         if started:

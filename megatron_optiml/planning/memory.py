@@ -4,6 +4,9 @@ Parameter/state bytes follow Megatron-LM's ``theoretical_memory_usage.py`` (18 b
 or 6 + 12/DP with the distributed optimizer); activations follow Korthikanti et al. 2022
 ("Reducing Activation Recomputation in Large Transformer Models", Table 2), term by term so
 that OPT's choices (ReLU, no attention dropout, fused attention) change what they change.
+The peak adds to the stored activations the larger of two backward moments (the loss, or the
+last layer's backward with its attention working set; :func:`backward_moments`), shapes read
+from Megatron-Core 0.16.1's cross entropy, ``DotProductAttention`` and recompute checkpoint.
 """
 
 from __future__ import annotations
@@ -183,18 +186,157 @@ def microbatches_in_flight(inp: PlanInput, num_microbatches: int, stage: str) ->
     return min(p + (p - 1) / inp.vp, float(num_microbatches))
 
 
-def stage_activation_terms(inp: PlanInput, num_microbatches: int, stage: str) -> dict[str, float]:
-    """Peak activation bytes on one GPU of the 'first' or 'last' stage, by term."""
+def attention_score_elements(inp: PlanInput) -> float:
+    """Elements of one [b, a/t, s, s] attention-score tensor on one TP rank (the full
+    sequence: under sequence parallelism attention runs after the all-gather)."""
+    heads = inp.arch.num_attention_heads / inp.tp
+    return inp.micro_batch_size * heads * inp.seq_length**2
+
+
+def attention_score_buffer_bytes(inp: PlanInput) -> float:
+    """Unfused attention only: the [b*a/t, s, s] tensor ``DotProductAttention`` takes from
+    Megatron's global memory buffer as the ``baddbmm`` input. The buffer is allocated on the
+    first forward and held for the rest of the run (weights-like, but in activation dtype)."""
+    if inp.transformer_impl == "transformer_engine":
+        return 0.0
+    return _elem_bytes(inp) * attention_score_elements(inp)
+
+
+def attention_working_set_bytes(inp: PlanInput) -> float:
+    """Peak bytes of one layer's s^2 tensors while its core attention runs forward (also the
+    selective/full recompute inside the backward) or backward, per TP rank.
+
+    Unfused attention (``DotProductAttention`` + torch softmax in fp32), per score element:
+
+    * 16-bit: at the cast of the probabilities back to 16 bits the forward holds the 16-bit
+      ``baddbmm`` scores (e), their fp32 copy (4, masked in place), the fp32 softmax (4) and
+      the 16-bit probabilities (e); in the backward, ``_softmax_backward_data`` holds the saved
+      fp32 softmax, the fp32 incoming gradient and the fp32 gradient it writes (3 x 4). With
+      e = 2 both are 12 bytes (the dropout mask and dropped probabilities, 1 + 2, come and go
+      before either peak).
+    * fp32 (no casts): scores + softmax + dropped probabilities + mask = 13 with attention
+      dropout (forward, and the ``bmm`` backward), else the softmax backward's 12.
+
+    Fused (TE/flash) attention materialises no s^2 tensor: 0.
+    """
+    if inp.transformer_impl == "transformer_engine":
+        return 0.0
+    e = _elem_bytes(inp)
+    if e < 4:
+        per_element = max(2 * e + 8, 12)
+    else:
+        per_element = 13 if inp.attention_dropout > 0 else 12
+    return per_element * attention_score_elements(inp)
+
+
+def layer_attention_side_bytes(inp: PlanInput) -> float:
+    """What a layer still holds when its core-attention backward runs: the MLP half, the
+    projection input and both dropout masks were consumed by the backward before it; left are
+    the first LayerNorm's input and output (the QKV input) and q, k, v (the recompute
+    checkpoint's inputs)."""
+    a = inp.arch
+    tokens = inp.seq_length * inp.micro_batch_size
+    rep = tokens / (inp.tp if inp.sequence_parallel else 1)
+    e = _elem_bytes(inp)
+    return 2 * e * a.hidden_size * rep + 3 * e * a.hidden_size * tokens / inp.tp
+
+
+def tied_output_grad_bytes(inp: PlanInput) -> float:
+    """pp = 1: the output layer uses the word-embedding parameter itself, so autograd keeps its
+    16-bit weight gradient [V/t, h] in the parameter's input buffer until the embedding's own
+    gradient arrives, i.e. through the whole decoder backward. With pp > 1 the last stage's
+    copy is a separate parameter whose gradient goes to the main-grad buffer at once."""
+    if inp.pp > 1:
+        return 0.0
+    return _elem_bytes(inp) * inp.arch.vocab_size * inp.arch.hidden_size / inp.tp
+
+
+def logits_copy_bytes(inp: PlanInput) -> float:
+    """16-bit runs: the loss works on an fp32 copy of the [s, b, V/t] logits (counted in
+    :func:`output_activation_bytes`), so at the end of the forward the model's 16-bit logits
+    sit next to it, and in the backward the fp32 gradient (the softmax, updated in place) is
+    cast back to the logits' dtype before the output layer's backward. fp32 runs: ``.float()``
+    returns the logits themselves, no copy."""
+    e = _elem_bytes(inp)
+    if e == 4:
+        return 0.0
+    return e * inp.arch.vocab_size * inp.seq_length * inp.micro_batch_size / inp.tp
+
+
+def mlp_backward_grad_bytes(inp: PlanInput) -> float:
+    """At the ReLU's backward the fc2-input gradient and the ReLU-input gradient, both
+    [s, b, f/t] in activation dtype, coexist while the layer's stored tensors are all alive."""
+    tokens = inp.seq_length * inp.micro_batch_size
+    return 2 * _elem_bytes(inp) * inp.arch.ffn_hidden_size * tokens / inp.tp
+
+
+def decoder_backward_delta(inp: PlanInput) -> float:
+    """Bytes the backward of a stage's last decoder layer adds to the stored activations at its
+    peak, per TP rank. The layer holds either everything it stored plus
+    :func:`mlp_backward_grad_bytes` (its MLP backward), or, at its core-attention backward,
+    only :func:`layer_attention_side_bytes` plus :func:`attention_working_set_bytes` in place
+    of what it stored (:func:`layer_activation_bytes`). Under full recompute "what it stored"
+    at those moments is the rebuilt layer's recompute-free activations, while the stored
+    total counts only its checkpointed input (the same tensor as the first LayerNorm's input).
+    """
+    held = layer_activation_bytes(inp, recompute="none" if inp.recompute == "full" else None)
+    inside = max(
+        held + mlp_backward_grad_bytes(inp),
+        layer_attention_side_bytes(inp) + attention_working_set_bytes(inp),
+    )
+    return inside - layer_activation_bytes(inp)
+
+
+def stage_stored_terms(inp: PlanInput, num_microbatches: int, stage: str) -> dict[str, float]:
+    """Bytes the forward passes of the in-flight micro-batches leave for the backward on one
+    GPU of the 'first' or 'last' stage, by term (what autograd keeps alive)."""
     layers = inp.arch.num_layers // inp.pp
     in_flight = microbatches_in_flight(inp, num_microbatches, stage)
     terms = {"decoder layers": layers * in_flight * layer_activation_bytes(inp)}
-    if inp.recompute == "full":
-        # During the backward of one layer its full forward is rebuilt (no recompute inside).
-        terms["recomputed layer working set"] = layer_activation_bytes(inp, recompute="none")
     first = stage == "first" or inp.pp == 1
     last = stage == "last" or inp.pp == 1
     if first:
         terms["embeddings"] = in_flight * embedding_activation_bytes(inp)
     if last:
         terms["output layer + loss"] = output_activation_bytes(inp)
+    return terms
+
+
+def backward_moments(inp: PlanInput, stage: str) -> dict[str, dict[str, float]]:
+    """The candidate peaks on top of the stored decoder layers and embeddings, by term.
+
+    'loss' (last stage): the end of the forward / the loss backward, when the output layer's
+    inputs, the fp32 softmax and the 16-bit logits (or their gradient) coexist. 'decoder': the
+    backward of the stage's last layer, after the output layer's tensors were freed, with the
+    tied output-weight gradient waiting (pp = 1). The first stage of a pipeline has only the
+    latter, and its forward end (nothing on top) when that is negative.
+    """
+    last = stage == "last" or inp.pp == 1
+    moments: dict[str, dict[str, float]] = {}
+    if last:
+        moments["loss"] = {
+            "output layer + loss": output_activation_bytes(inp),
+            "16-bit logits / their gradient": logits_copy_bytes(inp),
+        }
+    else:
+        moments["forward end"] = {}
+    moments["decoder"] = {
+        "last layer's backward working set": decoder_backward_delta(inp),
+        "tied output-weight gradient": tied_output_grad_bytes(inp) if last else 0.0,
+    }
+    return moments
+
+
+def stage_activation_terms(inp: PlanInput, num_microbatches: int, stage: str) -> dict[str, float]:
+    """Peak activation bytes on one GPU of the 'first' or 'last' stage, by term: the stored
+    decoder layers and embeddings, the persistent attention-score buffer (unfused attention),
+    and the terms of whichever :func:`backward_moments` candidate is largest."""
+    stored = stage_stored_terms(inp, num_microbatches, stage)
+    terms = {k: v for k, v in stored.items() if k != "output layer + loss"}
+    buffer = attention_score_buffer_bytes(inp)
+    if buffer:
+        terms["attention score buffer (persistent)"] = buffer
+    moments = backward_moments(inp, stage)
+    peak = max(moments.values(), key=lambda m: sum(m.values()))
+    terms.update({k: v for k, v in peak.items() if v})
     return terms
