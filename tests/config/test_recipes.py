@@ -32,7 +32,12 @@ def test_unknown_key_names_the_dotted_path(tmp_path):
 def test_overrides_and_types():
     cfg = load_run_config(
         None,
-        ["model.data.blend_path=x.json", "trainer.max_steps=7", "model.optim.betas=[0.9,0.99]"],
+        [
+            "model.data.blend_path=x.json",
+            "trainer.max_steps=7",
+            "model.optim.sched.warmup_steps=2",
+            "model.optim.betas=[0.9,0.99]",
+        ],
     )
     assert cfg.trainer.max_steps == 7 and cfg.model.optim.betas == (0.9, 0.99)
     with pytest.raises(ConfigError, match="trainer.max_steps='ten': expected an integer"):
