@@ -39,7 +39,13 @@ def _init():
     from megatron_optiml.parallel import init_distributed
     from megatron_optiml.testing.distributed import free_port
 
-    os.environ.update(RANK="0", WORLD_SIZE="1", LOCAL_RANK="0", MASTER_ADDR="127.0.0.1", MASTER_PORT=str(free_port()))
+    os.environ.update(
+        RANK="0",
+        WORLD_SIZE="1",
+        LOCAL_RANK="0",
+        MASTER_ADDR="127.0.0.1",
+        MASTER_PORT=str(free_port()),
+    )
     init_distributed(seed=1234)
     record(
         "environment",
@@ -68,7 +74,9 @@ def _debug_model(transformer_impl: str, bf16: bool):
     from megatron_optiml.models.opt.init import random_canonical_state_dict
 
     arch = get_flavor("opt-debug")
-    cfg = build_transformer_config(arch, bf16=bf16, params_dtype=torch.float32, use_cpu_initialization=True)
+    cfg = build_transformer_config(
+        arch, bf16=bf16, params_dtype=torch.float32, use_cpu_initialization=True
+    )
     model = build_opt_model(arch, cfg, transformer_impl=transformer_impl)
     full = random_canonical_state_dict(arch, seed=1234)
     shard = shard_state_dict(full, Layout(), arch.num_layers, transformer_impl=transformer_impl)
@@ -99,12 +107,21 @@ def debug_losses():
                 continue
             loss = _loss(model, batch)
             loss.backward()
-            grad_norm = sum(float(p.grad.float().norm() ** 2) for p in model.parameters() if p.grad is not None) ** 0.5
+            grad_norm = (
+                sum(
+                    float(p.grad.float().norm() ** 2)
+                    for p in model.parameters()
+                    if p.grad is not None
+                )
+                ** 0.5
+            )
             out[key] = {"loss": float(loss), "grad_norm": grad_norm}
     if isinstance(out.get("local_bf16"), dict):
         out["local_bf16_minus_fp32"] = out["local_bf16"]["loss"] - out["local_fp32"]["loss"]
     if isinstance(out.get("transformer_engine_bf16"), dict):
-        out["te_bf16_minus_local_bf16"] = out["transformer_engine_bf16"]["loss"] - out["local_bf16"]["loss"]
+        out["te_bf16_minus_local_bf16"] = (
+            out["transformer_engine_bf16"]["loss"] - out["local_bf16"]["loss"]
+        )
     record("opt_debug_losses", out)
 
 
@@ -146,10 +163,21 @@ def opt13b_throughput():
         torch.cuda.reset_peak_memory_stats()
     model = build_opt_model(arch, cfg, transformer_impl="local").cuda()
     model = Float16Module(cfg, model)
-    ddp = DistributedDataParallel(cfg, DistributedDataParallelConfig(grad_reduce_in_fp32=True, use_distributed_optimizer=True), model)
+    ddp = DistributedDataParallel(
+        cfg,
+        DistributedDataParallelConfig(grad_reduce_in_fp32=True, use_distributed_optimizer=True),
+        model,
+    )
     cfg.finalize_model_grads_func = finalize_model_grads
     opt = get_megatron_optimizer(
-        OptimizerConfig(optimizer="adam", lr=5e-5, bf16=True, params_dtype=torch.bfloat16, use_distributed_optimizer=True, clip_grad=1.0),
+        OptimizerConfig(
+            optimizer="adam",
+            lr=5e-5,
+            bf16=True,
+            params_dtype=torch.bfloat16,
+            use_distributed_optimizer=True,
+            clip_grad=1.0,
+        ),
         [ddp],
     )
     torch.manual_seed(0)
