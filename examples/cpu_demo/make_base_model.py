@@ -9,6 +9,7 @@ import argparse
 import torch
 from transformers import OPTConfig, OPTForCausalLM
 
+from megatron_optiml.conversion.opt_hf import hf_config_from_arch
 from megatron_optiml.models.opt import get_flavor
 
 
@@ -20,18 +21,8 @@ def main() -> None:
     args = p.parse_args()
     arch = get_flavor(args.flavor)
     torch.manual_seed(args.seed)
-    model = OPTForCausalLM(
-        OPTConfig(
-            vocab_size=arch.vocab_size,
-            hidden_size=arch.hidden_size,
-            num_hidden_layers=arch.num_layers,
-            num_attention_heads=arch.num_attention_heads,
-            ffn_dim=arch.ffn_hidden_size,
-            max_position_embeddings=arch.max_position_embeddings,
-            word_embed_proj_dim=arch.hidden_size,
-            dropout=0.1,
-        )
-    )
+    config = hf_config_from_arch(arch, arch.vocab_size, torch.float32, base={"dropout": 0.1})
+    model = OPTForCausalLM(OPTConfig(**config))
     model.save_pretrained(args.out_dir)
     print(f"base model ({args.flavor}, random init) -> {args.out_dir}")
 

@@ -395,22 +395,23 @@ class Trainer:
         out, total = {}, [0.0, 0]
         gbs = self.cfg.model.global_batch_size
         try:
+            chunk = self.cfg.model.micro_batch_size * self.dp_size
             for bench, ds in self.val_sets.items():
-                n = min(len(ds) // gbs, self.cfg.trainer.limit_val_batches) * gbs
+                # Every pack up to limit_val_batches global batches; the last DP chunk is
+                # padded with zero-loss copies so small benchmarks are still evaluated.
+                n = min(
+                    math.ceil(len(ds) / chunk) * chunk, self.cfg.trainer.limit_val_batches * gbs
+                )
                 if n == 0:
-                    # Fewer packs than one global batch: still evaluate what fits one DP chunk.
-                    chunk = self.cfg.model.micro_batch_size * self.dp_size
-                    n = (len(ds) // chunk) * chunk
-                    if n == 0:
-                        continue
-                loader = self._loader(ds, 0, n)
-                steps = n // (self.cfg.model.micro_batch_size * self.dp_size)
+                    continue
+                it = self._data_iterator(self._loader(_ZeroLossPadded(ds, n), 0, n))
+                steps = n // chunk  # micro-batches per rank
                 s, k = 0.0, 0
-                for _ in range(max(1, steps // self.num_microbatches)):
+                while steps > 0:
                     micro = min(self.num_microbatches, steps)
                     reports = get_forward_backward_func()(
                         forward_step_func=forward_step,
-                        data_iterator=self._data_iterator(loader),
+                        data_iterator=it,
                         model=self.model,
                         num_microbatches=micro,
                         seq_length=self.cfg.model.data.seq_length,
@@ -420,8 +421,6 @@ class Trainer:
                     ls, lt = self._global_loss(reports)
                     s, k = s + ls, k + lt
                     steps -= micro
-                    if steps <= 0:
-                        break
                 if k:
                     out[bench] = s / k
                     total = [total[0] + s, total[1] + k]
@@ -530,6 +529,23 @@ class Trainer:
 
     def close(self) -> None:
         destroy_distributed()
+
+
+class _ZeroLossPadded(torch.utils.data.Dataset):
+    """``dataset`` extended to ``length`` samples with copies whose loss mask is all zero."""
+
+    def __init__(self, dataset, length: int) -> None:
+        self.dataset, self.length = dataset, length
+
+    def __len__(self) -> int:
+        return self.length
+
+    def __getitem__(self, i: int):
+        if i < len(self.dataset):
+            return self.dataset[i]
+        sample = dict(self.dataset[i % len(self.dataset)])
+        sample["loss_mask"] = sample["loss_mask"] * 0
+        return sample
 
 
 def _to_device(batch: dict) -> dict:

@@ -8,8 +8,6 @@ scripts/ci_system_deps.sh) or without root (slurmd must launch jobs), the tests 
 from __future__ import annotations
 
 import os
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
@@ -31,25 +29,3 @@ def slurm(tmp_path_factory):
         yield cluster
     finally:
         cluster.stop()
-
-
-@pytest.fixture(scope="session")
-def bench_blend(tmp_path_factory) -> Path:
-    """The bundled OPT-IML Bench sample, prepared by data_prep (~6 s)."""
-    out = tmp_path_factory.mktemp("bench") / "bench"
-    subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "data_prep",
-            "--config",
-            str(ROOT / "examples/data_prep/bench_config.yaml"),
-            "--out",
-            str(out),
-            "--no-progress",
-        ],
-        check=True,
-        capture_output=True,
-        timeout=240,
-    )
-    return out / "blend.json"

@@ -21,25 +21,9 @@ RECIPE = ROOT / "examples" / "recipes" / "opt_debug_cpu.yaml"
 
 
 @pytest.fixture(scope="module")
-def bench(tmp_path_factory):
-    """The bundled OPT-IML Bench sample, prepared once for this module."""
-    out = tmp_path_factory.mktemp("bench") / "bench"
-    subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "data_prep",
-            "--config",
-            str(ROOT / "examples/data_prep/bench_config.yaml"),
-            "--out",
-            str(out),
-            "--no-progress",
-        ],
-        check=True,
-        capture_output=True,
-        timeout=240,
-    )
-    return out / "blend.json"
+def bench(bench_blend):
+    """The bundled OPT-IML Bench sample (session fixture in tests/conftest.py)."""
+    return bench_blend
 
 
 def _cfg(bench, run_dir, *overrides):
@@ -95,21 +79,14 @@ def hf_start(tmp_path_factory):
     import torch
     from transformers import OPTConfig, OPTForCausalLM
 
+    from megatron_optiml.conversion.opt_hf import hf_config_from_arch
     from megatron_optiml.models.opt import get_flavor
 
     arch = get_flavor("opt-debug")
     root = tmp_path_factory.mktemp("hf_start")
     torch.manual_seed(0)
     OPTForCausalLM(
-        OPTConfig(
-            vocab_size=arch.vocab_size,
-            hidden_size=arch.hidden_size,
-            num_hidden_layers=arch.num_layers,
-            num_attention_heads=arch.num_attention_heads,
-            ffn_dim=arch.ffn_hidden_size,
-            max_position_embeddings=arch.max_position_embeddings,
-            word_embed_proj_dim=arch.hidden_size,
-        )
+        OPTConfig(**hf_config_from_arch(arch, arch.vocab_size, torch.float32))
     ).save_pretrained(root / "hf")
     subprocess.run(
         [
