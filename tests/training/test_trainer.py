@@ -143,17 +143,16 @@ def test_validation_loss_falls_and_metrics_are_written(bench, tmp_path):
         _cfg(
             bench,
             tmp_path / "run",
-            "trainer.max_steps=20",
-            "trainer.val_check_interval=10",
-            "model.data.seq_length=512",
+            "trainer.max_steps=12",
+            "trainer.val_check_interval=6",
         )
     )
     val = out["val_losses"]
-    assert sorted(val) == [0, 10, 20]
-    assert val[20]["all"] < val[0]["all"] - 0.5  # observed ~0.7 nats
+    assert sorted(val) == [0, 6, 12]
+    assert val[12]["all"] < val[0]["all"] - 0.5  # nats; a frozen or diverging model fails
     assert {"niv2", "promptsource", "bigbench"} <= set(val[0])
     lines = (tmp_path / "run/metrics.jsonl").read_text().splitlines()
-    assert len(lines) == 20 + 3
+    assert len(lines) == 12 + 3
     assert list((tmp_path / "run/tensorboard").glob("events.out.tfevents.*"))
 
 
