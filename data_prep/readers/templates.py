@@ -77,14 +77,21 @@ def read_jinja(records: Path, templates: Path, *, task: str, benchmark: str) -> 
             if "|||" not in text:
                 raise DataError(f"{loc}: rendered text has no '|||' between input and target")
             src, tgt = text.split("|||", 1)
-            instances.append(
-                Instance(
-                    input=src.strip(),
-                    outputs=outputs_list(tgt, loc, "target"),
-                    options=options,
-                    id=f"{name}:{lineno}",
-                )
-            )
+            instances.append(_templated_instance(src, tgt, loc, options, f"{name}:{lineno}"))
+    return _instance_level_task(task, benchmark, instances, records)
+
+
+def _templated_instance(
+    src: str, tgt: str, loc: str, options: list[str] | None, instance_id: str
+) -> Instance:
+    """One rendered (input, target) pair; an empty target is an error naming ``loc``."""
+    return Instance(
+        input=src.strip(), outputs=outputs_list(tgt, loc, "target"), options=options, id=instance_id
+    )
+
+
+def _instance_level_task(task: str, benchmark: str, instances: list, records: Path) -> Task:
+    """A task whose instructions live in per-instance templates (PromptSource/FLAN style)."""
     return Task(
         name=task,
         benchmark=benchmark,
@@ -132,19 +139,5 @@ def read_flan(records: Path, templates: Path, *, task: str, benchmark: str) -> T
                 src, tgt = src_t.format(**ctx), tgt_t.format(**ctx)
             except (ValueError, IndexError, KeyError) as e:
                 raise DataError(f"{templates}: templates[{i}] unreadable ({e})") from e
-            instances.append(
-                Instance(
-                    input=src.strip(),
-                    outputs=outputs_list(tgt, loc, "target"),
-                    options=options,
-                    id=f"t{i}:{lineno}",
-                )
-            )
-    return Task(
-        name=task,
-        benchmark=benchmark,
-        category="",
-        instruction_level="instance",
-        instances=instances,
-        source=str(records),
-    )
+            instances.append(_templated_instance(src, tgt, loc, options, f"t{i}:{lineno}"))
+    return _instance_level_task(task, benchmark, instances, records)
