@@ -52,13 +52,14 @@ def process_group() -> Iterator[None]:
         yield
         return
     from megatron_optiml.backend import cpu as cpu_backend
-    from megatron_optiml.testing.distributed import free_port
 
     if not torch.cuda.is_available():
         cpu_backend.install()  # dist_checkpointing calls torch.cuda.synchronize()
-    os.environ.setdefault("MASTER_ADDR", "127.0.0.1")
-    os.environ.setdefault("MASTER_PORT", str(free_port()))
-    torch.distributed.init_process_group("gloo", rank=0, world_size=1)
+    # One rank needs no rendezvous: an in-memory store, so no port (and no stale MASTER_PORT
+    # inherited from a parent process) can get in the way.
+    torch.distributed.init_process_group(
+        "gloo", store=torch.distributed.HashStore(), rank=0, world_size=1
+    )
     try:
         yield
     finally:
