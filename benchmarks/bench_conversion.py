@@ -84,13 +84,15 @@ def make_synthetic_hf(out: Path, flavor: str, shard_bytes: int) -> int:
         canonical_group_to_hf,
         canonical_groups,
         hf_config_from_arch,
+        hf_tensor_plan,
     )
     from megatron_optiml.models.opt import get_flavor
     from megatron_optiml.models.opt.init import canonical_shapes
 
     arch = get_flavor(flavor)
     shapes = canonical_shapes(arch)
-    writer = HFShardWriter(out, shard_bytes)
+    plan = hf_tensor_plan(arch, arch.vocab_size, dict.fromkeys(shapes, torch.bfloat16))
+    writer = HFShardWriter(out, plan, shard_bytes)
     g = torch.Generator().manual_seed(0)
     for group in canonical_groups(arch):
         tensors = {n: (torch.randn(shapes[n], generator=g) * 0.02).bfloat16() for n in group}

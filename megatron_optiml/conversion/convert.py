@@ -11,7 +11,7 @@ from __future__ import annotations
 import contextlib
 import logging
 import os
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -25,7 +25,11 @@ from megatron_optiml.checkpointing.layout import (
     write_meta,
     write_tracker,
 )
-from megatron_optiml.conversion.megatron_dist import StreamingCheckpointWriter, read_groups
+from megatron_optiml.conversion.megatron_dist import (
+    StreamingCheckpointWriter,
+    checkpoint_dtypes,
+    read_groups,
+)
 from megatron_optiml.conversion.metaseq import MetaseqCheckpointReader
 from megatron_optiml.conversion.opt_hf import (
     HFCheckpointReader,
@@ -33,6 +37,7 @@ from megatron_optiml.conversion.opt_hf import (
     canonical_group_to_hf,
     canonical_groups,
     hf_config_from_arch,
+    hf_tensor_plan,
     write_hf_metadata,
 )
 from megatron_optiml.models.opt.builder import check_supported
@@ -149,6 +154,7 @@ def _write_hf(
     groups: Iterator[dict[str, torch.Tensor]],
     arch: OPTArch,
     vocab_size: int,
+    source_dtypes: Mapping[str, torch.dtype],
     position_offset_rows,
     out_dir: str | os.PathLike,
     *,
@@ -157,12 +163,16 @@ def _write_hf(
     max_shard_bytes: int,
     tokenizer_dir: str | os.PathLike | None,
 ) -> Path:
+    """Stream canonical groups into HF shards planned from ``source_dtypes`` (canonical name ->
+    dtype, known before any data is read), cast to ``dtype`` if given."""
     out_dir = Path(out_dir)
-    writer = HFShardWriter(out_dir, max_shard_bytes) if _rank() == 0 else None
-    out_dtype = None
+    dtypes = {name: dtype or d for name, d in source_dtypes.items()}
+    out_dtype = dtypes["embedding.word_embeddings.weight"]
+    writer = None
+    if _rank() == 0:
+        writer = HFShardWriter(out_dir, hf_tensor_plan(arch, vocab_size, dtypes), max_shard_bytes)
     for group in groups:
         group = _cast(group, dtype)
-        out_dtype = out_dtype or next(iter(group.values())).dtype
         rows = position_offset_rows() if "embedding.position_embeddings.weight" in group else None
         hf = canonical_group_to_hf(group, arch, vocab_size, rows)
         if writer is not None:
@@ -206,6 +216,7 @@ def megatron_to_hf(
         read_groups(ckpt_dir, arch, canonical_groups(arch)),
         arch,
         vocab_size,
+        checkpoint_dtypes(ckpt_dir, arch),
         offset_rows,
         out_dir,
         dtype=dtype,
@@ -230,6 +241,7 @@ def metaseq_to_hf(
         source.canonical_groups(),
         source.arch,
         source.vocab_size,
+        source.dtypes,
         lambda: source.position_offset_rows,
         out_dir,
         dtype=dtype,

@@ -264,6 +264,18 @@ def checkpoint_dtype(ckpt_dir: str | os.PathLike) -> torch.dtype:
     return md[key].dtype
 
 
+def checkpoint_dtypes(ckpt_dir: str | os.PathLike, arch: OPTArch) -> dict[str, torch.dtype]:
+    """Canonical name -> the dtype the checkpoint stores it in (from the metadata alone)."""
+    md = dist_checkpointing.load_tensors_metadata(str(ckpt_dir))
+    out = {}
+    for name in canonical_shapes(arch):
+        key = sharded_key(name)
+        if key not in md:
+            raise KeyError(f"{ckpt_dir}: checkpoint has no tensor {key!r} (for {name!r})")
+        out[name] = md[key].dtype
+    return out
+
+
 def read_groups(
     ckpt_dir: str | os.PathLike, arch: OPTArch, groups: list[list[str]]
 ) -> Iterator[dict[str, torch.Tensor]]:

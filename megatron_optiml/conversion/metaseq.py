@@ -30,6 +30,7 @@ from megatron_optiml.conversion.opt_hf import (
     unpad_vocab,
 )
 from megatron_optiml.models.opt.flavors import OPT_FLAVORS, OPTArch
+from megatron_optiml.models.opt.init import canonical_shapes
 
 logger = logging.getLogger(__name__)
 
@@ -87,6 +88,16 @@ IGNORED = ("decoder.version", "decoder.output_projection.weight")
 def _to_pattern(name: str) -> tuple[str, str | None]:
     m = re.match(r"^(decoder\.layers\.)(\d+)(\..+)$", name)
     return (m.group(1) + "{i}" + m.group(3), m.group(2)) if m else (name, None)
+
+
+def _metaseq_name(canon: str) -> str:
+    pattern, layer = _to_pattern(canon)
+    ms_pattern = CANONICAL_TO_METASEQ[pattern][0]
+    return ms_pattern.format(i=layer) if layer is not None else ms_pattern
+
+
+def _combine_kind(canon: str) -> str:
+    return CANONICAL_TO_METASEQ[_to_pattern(canon)[0]][1]
 
 
 def kvq_parts_to_qkv(parts: Sequence[torch.Tensor], num_heads: int) -> torch.Tensor:
@@ -188,6 +199,13 @@ class MetaseqCheckpointReader:
         if num_attention_heads % P:
             raise ValueError(f"{num_attention_heads} heads cannot be split into {P} parts")
         self.dtype = first["decoder.layer_norm.weight"].dtype
+        # canonical name -> dtype (combining parts keeps it): what the HF export plans with.
+        self.dtypes: dict[str, torch.dtype] = {}
+        for canon in canonical_shapes(self.arch):
+            ms_name = _metaseq_name(canon)
+            if ms_name not in first:
+                raise KeyError(f"{self.parts[0]}: missing tensor {ms_name!r}")
+            self.dtypes[canon] = first[ms_name].dtype
         self.position_offset_rows: torch.Tensor | None = None
         del first
 
@@ -207,9 +225,7 @@ class MetaseqCheckpointReader:
             sds = [load_part(p) for p in self.parts]
             out: dict[str, torch.Tensor] = {}
             for canon in group:
-                pattern, layer = _to_pattern(canon)
-                ms_pattern, kind = CANONICAL_TO_METASEQ[pattern]
-                ms_name = ms_pattern.format(i=layer) if layer is not None else ms_pattern
+                ms_name, kind = _metaseq_name(canon), _combine_kind(canon)
                 tensors = []
                 for p, sd in enumerate(sds):
                     if ms_name not in sd:

@@ -20,6 +20,11 @@ from typing import Any
 
 import torch
 
+from megatron_optiml.conversion.safetensors_stream import (
+    SafetensorsFileWriter,
+    TensorSpec,
+    plan_shards,
+)
 from megatron_optiml.models.opt.builder import check_supported
 from megatron_optiml.models.opt.flavors import OPTArch
 from megatron_optiml.models.opt.init import canonical_shapes
@@ -283,6 +288,20 @@ def canonical_groups(arch: OPTArch) -> list[list[str]]:
     return groups
 
 
+def hf_tensor_plan(
+    arch: OPTArch, vocab_size: int, dtypes: Mapping[str, torch.dtype]
+) -> dict[str, TensorSpec]:
+    """HF tensor name -> shape and dtype, in the order exports produce them (canonical groups;
+    q, k, v), from the canonical tensors' dtypes: the layout :class:`HFShardWriter` plans."""
+    shapes = expected_hf_shapes(arch, vocab_size)
+    plan: dict[str, TensorSpec] = {}
+    for group in canonical_groups(arch):
+        for canon in group:
+            for name in canonical_to_hf_names(canon):
+                plan[name] = TensorSpec(shapes[name], dtypes[canon])
+    return plan
+
+
 def hf_group_to_canonical(
     hf: Mapping[str, torch.Tensor], arch: OPTArch
 ) -> tuple[dict[str, torch.Tensor], torch.Tensor | None]:
@@ -441,48 +460,67 @@ class HFCheckpointReader:
 
 
 class HFShardWriter:
-    """Write HF tensors into ``model-0000k-of-0000n.safetensors`` shards of at most
-    ``max_shard_bytes`` (one ``model.safetensors`` if it all fits) plus the index, holding one
-    pending shard in memory at a time."""
+    """Write planned HF tensors into ``model-0000k-of-0000n.safetensors`` shards of at most
+    ``max_shard_bytes`` (one ``model.safetensors`` if it all fits) plus the index.
 
-    def __init__(self, directory: str | os.PathLike, max_shard_bytes: int = 5 * 2**30):
+    The plan (name -> :class:`TensorSpec`, in arrival order; see :func:`hf_tensor_plan`) fixes
+    the shards and each shard's header before any data arrives, so :meth:`add` streams every
+    tensor to its offset and keeps no reference: memory is the caller's current group. Files
+    are byte-identical to ``safetensors.torch.save_file`` of the same tensors, written under
+    temporary names and renamed by :meth:`close`.
+    """
+
+    def __init__(
+        self,
+        directory: str | os.PathLike,
+        plan: Mapping[str, TensorSpec],
+        max_shard_bytes: int = 5 * 2**30,
+    ):
         self.dir = Path(directory)
         self.dir.mkdir(parents=True, exist_ok=True)
-        self.max_shard_bytes = max_shard_bytes
-        self._pending: dict[str, torch.Tensor] = {}
-        self._pending_bytes = 0
-        self._shards: list[tuple[str, list[str]]] = []
-        self.total_bytes = 0
+        self.shards = plan_shards(plan, max_shard_bytes)
+        self._shard_of = {name: k for k, shard in enumerate(self.shards) for name in shard}
+        self._files: dict[int, SafetensorsFileWriter] = {}
+        self.total_bytes = sum(spec.nbytes for spec in plan.values())
+
+    def _tmp_name(self, k: int) -> str:
+        return f".shard-{k:05d}.safetensors"
+
+    def _file(self, k: int) -> SafetensorsFileWriter:
+        if k not in self._files:
+            self._files[k] = SafetensorsFileWriter(
+                self.dir / self._tmp_name(k), self.shards[k], metadata={"format": "pt"}
+            )
+        return self._files[k]
 
     def add(self, tensors: Mapping[str, torch.Tensor]) -> None:
+        """Write tensors of the plan (any order); a shard's file closes once it is complete."""
         for name, t in tensors.items():
-            size = t.numel() * t.element_size()
-            if self._pending and self._pending_bytes + size > self.max_shard_bytes:
-                self._flush()
-            self._pending[name] = t.contiguous()
-            self._pending_bytes += size
-            self.total_bytes += size
-
-    def _flush(self) -> None:
-        from safetensors.torch import save_file
-
-        tmp = f".shard-{len(self._shards):05d}.safetensors"
-        save_file(self._pending, str(self.dir / tmp), metadata={"format": "pt"})
-        self._shards.append((tmp, list(self._pending)))
-        self._pending, self._pending_bytes = {}, 0
+            if name not in self._shard_of:
+                raise KeyError(f"tensor {name!r} is not in the export plan (unexpected name)")
+            f = self._file(self._shard_of[name])
+            f.write(name, t)
+            if not f.missing:
+                f.close()
 
     def close(self) -> None:
-        if self._pending or not self._shards:
-            self._flush()
-        n = len(self._shards)
+        """Check that every planned tensor was written, then rename the shards and write the
+        index."""
+        missing = [n for n, k in self._shard_of.items() if k not in self._files]
+        missing += [n for f in self._files.values() for n in f.missing]
+        if missing:
+            raise ValueError(f"HF export incomplete: tensors never written: {missing[:5]}...")
+        for k in range(len(self.shards)):
+            self._file(k).close()  # opens (and closes) only a shard planned empty
+        n = len(self.shards)
         if n == 1:
-            os.replace(self.dir / self._shards[0][0], self.dir / "model.safetensors")
+            os.replace(self.dir / self._tmp_name(0), self.dir / "model.safetensors")
             return
         weight_map = {}
-        for k, (tmp, names) in enumerate(self._shards):
+        for k, shard in enumerate(self.shards):
             final = f"model-{k + 1:05d}-of-{n:05d}.safetensors"
-            os.replace(self.dir / tmp, self.dir / final)
-            weight_map.update(dict.fromkeys(names, final))
+            os.replace(self.dir / self._tmp_name(k), self.dir / final)
+            weight_map.update(dict.fromkeys(shard, final))
         index = {"metadata": {"total_size": self.total_bytes}, "weight_map": weight_map}
         (self.dir / "model.safetensors.index.json").write_text(
             json.dumps(index, indent=2, sort_keys=True) + "\n"

@@ -25,6 +25,7 @@ from megatron_optiml.conversion.opt_hf import (
     hf_to_canonical_name,
     split_qkv,
 )
+from megatron_optiml.conversion.safetensors_stream import TensorSpec
 
 
 def test_table_inverse_covers_every_name():
@@ -146,8 +147,10 @@ def test_sharded_and_bin_sources_read_the_same(tmp_path):
         ref.update(g)
     # safetensors shards + index, written by our writer
     sharded = tmp_path / "sharded"
-    writer = HFShardWriter(sharded, max_shard_bytes=20_000)
-    writer.add(opt_hf.canonical_group_to_hf(ref, HFCheckpointReader(hf).arch, 100))
+    hf_tensors = opt_hf.canonical_group_to_hf(ref, HFCheckpointReader(hf).arch, 100)
+    plan = {n: TensorSpec.of(t) for n, t in hf_tensors.items()}
+    writer = HFShardWriter(sharded, plan, max_shard_bytes=20_000)
+    writer.add(hf_tensors)
     writer.close()
     assert (sharded / "model.safetensors.index.json").exists()
     assert len(list(sharded.glob("model-*-of-*.safetensors"))) > 2
