@@ -4,13 +4,15 @@
 2. opt-debug (local spec): BF16 loss vs FP32 loss on the GPU, and vs the FP32 loss on CPU
    computed from the same canonical weights (BF16 tolerance).
 3. Transformer Engine: is it importable? If so, TE spec vs local spec loss.
-4. OPT-1.3B training-step throughput (local spec, BF16, distributed optimizer): TFLOP/s, MFU,
-   and measured peak memory vs the planner's prediction.
+4. OPT-1.3B training-step throughput (BF16, distributed optimizer; local spec by default, and
+   with GPU_CHECK_CONFIGS the TE spec in BF16 and FP8): TFLOP/s, MFU, and measured peak memory
+   vs the planner's prediction.
 Prints one JSON object per check and writes them all to ``$OUT/gpu_check.json``.
 """
 
 from __future__ import annotations
 
+import gc
 import json
 import os
 import time
@@ -131,7 +133,8 @@ def te_available():
     record("transformer_engine_importable", have_transformer_engine())
 
 
-def opt13b_throughput():
+def _opt_throughput(transformer_impl: str, fp8_recipe: str | None) -> dict:
+    """One timed training-step loop of OPT-1.3B (or GPU_CHECK_FLAVOR) on one GPU."""
     from megatron.core.distributed import DistributedDataParallel, DistributedDataParallelConfig
     from megatron.core.distributed.finalize_model_grads import finalize_model_grads
     from megatron.core.optimizer import OptimizerConfig, get_megatron_optimizer
@@ -147,6 +150,7 @@ def opt13b_throughput():
 
     arch = get_flavor(os.environ.get("GPU_CHECK_FLAVOR", "opt-1.3b"))
     mbs, seq, nmb = 4, int(os.environ.get("GPU_CHECK_SEQ", "2048")), 2
+    fp8 = {"fp8": "hybrid", "fp8_recipe": fp8_recipe} if fp8_recipe else {}
     cfg = build_transformer_config(
         arch,
         bf16=True,
@@ -158,10 +162,11 @@ def opt13b_throughput():
         hidden_dropout=0.1,
         attention_dropout=0.1,
         recompute_granularity="selective",
+        **fp8,
     )
     if torch.cuda.is_available():
         torch.cuda.reset_peak_memory_stats()
-    model = build_opt_model(arch, cfg, transformer_impl="local").cuda()
+    model = build_opt_model(arch, cfg, transformer_impl=transformer_impl).cuda()
     model = Float16Module(cfg, model)
     ddp = DistributedDataParallel(
         cfg,
@@ -188,11 +193,12 @@ def opt13b_throughput():
         "loss_mask": torch.ones(mbs, seq, device="cuda"),
         "position_ids": torch.arange(seq, device="cuda").expand(mbs, seq),
     }
+    losses: list[float] = []
 
     def forward_backward():
         ddp.zero_grad_buffer()
         opt.zero_grad()
-        get_forward_backward_func()(
+        out = get_forward_backward_func()(
             forward_step_func=forward_step,
             data_iterator=iter([batch] * nmb),
             model=[ddp],
@@ -201,6 +207,7 @@ def opt13b_throughput():
             micro_batch_size=mbs,
             forward_only=False,
         )
+        losses.append(out)
 
     def step():
         forward_backward()
@@ -222,7 +229,7 @@ def opt13b_throughput():
         torch.cuda.synchronize()
         phases["optimizer_step_peak_gib"] = torch.cuda.max_memory_allocated() / 2**30
         torch.cuda.reset_peak_memory_stats()
-    n = 10
+    n = int(os.environ.get("GPU_CHECK_STEPS", "10"))
     t0 = time.perf_counter()
     for _ in range(n):
         step()
@@ -239,10 +246,10 @@ def opt13b_throughput():
             global_batch_size=gbs,
             micro_batch_size=mbs,
             seq_length=seq,
-            precision="bf16",
+            precision="fp8" if fp8_recipe else "bf16",
             use_distributed_optimizer=True,
             recompute="selective",
-            transformer_impl="local",
+            transformer_impl=transformer_impl,
             hidden_dropout=0.1,
             attention_dropout=0.1,
         ),
@@ -251,23 +258,44 @@ def opt13b_throughput():
     peak_bf16 = cluster.gpu.peak_bf16_tflops * 1e12
     measured = torch.cuda.max_memory_allocated() if torch.cuda.is_available() else 0
     predicted_no_overhead = plan.peak.total - plan.peak.overhead - plan.peak.fragmentation
-    record(
-        "opt_1_3b_local_bf16",
-        {
-            "micro_batch": mbs,
-            "microbatches": nmb,
-            "seq": seq,
-            "step_s": dt,
-            "tokens_per_s": gbs * seq / dt,
-            "model_tflops": flops.model / dt / 1e12,
-            "mfu": flops.model / dt / peak_bf16,
-            "peak_mem_gib_measured": measured / 2**30,
-            "peak_mem_gib_predicted_without_overhead": predicted_no_overhead / 2**30,
-            "prediction_error": predicted_no_overhead / measured - 1 if measured else None,
-            "phase_peaks_gib": phases,
-            "plan_terms_gib": {k: v / 2**30 for k, v in plan.peak.terms().items()},
-        },
-    )
+    # The loss of the last micro-batches: a broken FP8 path shows up as NaN or a jump.
+    last = [float(d["lm loss"][0] / d["lm loss"][1]) for d in losses[-1]] if losses[-1] else []
+    return {
+        "transformer_impl": transformer_impl,
+        "fp8_recipe": fp8_recipe,
+        "micro_batch": mbs,
+        "microbatches": nmb,
+        "seq": seq,
+        "step_s": dt,
+        "tokens_per_s": gbs * seq / dt,
+        "model_tflops": flops.model / dt / 1e12,
+        "mfu": flops.model / dt / peak_bf16,
+        "last_losses": last,
+        "peak_mem_gib_measured": measured / 2**30,
+        "peak_mem_gib_predicted_without_overhead": predicted_no_overhead / 2**30,
+        "prediction_error": predicted_no_overhead / measured - 1 if measured else None,
+        "phase_peaks_gib": phases,
+        "plan_terms_gib": {k: v / 2**30 for k, v in plan.peak.terms().items()},
+    }
+
+
+def opt13b_throughput():
+    """Each GPU_CHECK_CONFIGS entry ``impl:precision`` (precision bf16 | fp8-<recipe>), one
+    after another in this process; default: the local spec in BF16."""
+    configs = os.environ.get("GPU_CHECK_CONFIGS", "local:bf16").split(",")
+    flavor = os.environ.get("GPU_CHECK_FLAVOR", "opt-1.3b")
+    for entry in configs:
+        impl, _, precision = entry.partition(":")
+        recipe = precision.removeprefix("fp8-") if precision.startswith("fp8") else None
+        key = f"{flavor}_{impl}_{precision}".replace("-", "_").replace(".", "_")
+        try:
+            record(key, _opt_throughput(impl, recipe))
+        except Exception:  # noqa: BLE001 - report and go on to the next configuration
+            record(key + "_error", traceback.format_exc()[-2000:])
+        # Free this configuration's model and optimizer before the next one (peak memory of a
+        # later entry is still an upper bound: Megatron's global buffers stay).
+        gc.collect()
+        torch.cuda.empty_cache()
 
 
 def main():

@@ -2,16 +2,21 @@
 # On a lent GPU machine: the trainer end to end on CUDA (BF16, NCCL, 1 GPU): data_prep on the
 # bundled sample, train opt-debug, crash after step 15 (test hook), resume from the step-10
 # checkpoint, finish; then export to HF. Prints the two loss curves over the overlap.
+# --no-install: the packages are already in /tmp/site; TRAIN_OVERRIDES: extra key=value
+# overrides (e.g. "trainer.precision=fp8 model.transformer_impl=transformer_engine").
 set -uo pipefail
-python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade --target /tmp/site .whl/*.whl || exit 1
+if [ "${1:-}" != --no-install ]; then
+  python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade --target /tmp/site .whl/*.whl || exit 1
+fi
 export PYTHONPATH=/tmp/site:$PWD PYTHONUNBUFFERED=1 PYTHONWARNINGS=ignore OMP_NUM_THREADS=4
 python3 -m data_prep --config examples/data_prep/bench_config.yaml --out /tmp/bench --no-progress > /tmp/prep.log 2>&1 || { tail -20 /tmp/prep.log; exit 1; }
 args=(--config examples/recipes/opt_debug_cpu.yaml model.data.blend_path=/tmp/bench/blend.json
   exp_manager.explicit_log_dir=/tmp/run trainer.devices=1 trainer.accelerator=gpu
   trainer.precision=bf16 trainer.max_steps=30 trainer.val_check_interval=10
-  exp_manager.checkpoint_callback_params.every_n_train_steps=10)
+  exp_manager.checkpoint_callback_params.every_n_train_steps=10 ${TRAIN_OVERRIDES:-})
 OPTIML_FAULT_AFTER_STEP=15 python3 -m torch.distributed.run --standalone --nproc_per_node 1 train.py "${args[@]}" > /tmp/run1.log 2>&1
-echo "first run exit: $? (17 = simulated crash)"; grep -iE "Error" /tmp/run1.log | head -3; cp /tmp/run/metrics.jsonl /tmp/metrics_run1.jsonl
+echo "first run exit: $? (17 = simulated crash)"
+python3 -c "import json; c = json.load(open('/tmp/run/config.json')); print('precision', c['trainer']['precision'], 'transformer_impl', c['model']['transformer_impl'])"; grep -iE "Error" /tmp/run1.log | head -3; cp /tmp/run/metrics.jsonl /tmp/metrics_run1.jsonl
 python3 -m torch.distributed.run --standalone --nproc_per_node 1 train.py "${args[@]}" > /tmp/run2.log 2>&1
 echo "resumed run exit: $?"; grep -iE "error|Traceback" /tmp/run2.log | head -5
 python3 - <<'PY'
