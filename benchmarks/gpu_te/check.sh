@@ -15,6 +15,8 @@ python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upg
   .whl/*.whl .te0/*.whl /tmp/te_core/*.whl /tmp/te_wheel/*.whl || exit 1
 export PYTHONPATH=/tmp/site:$PWD PYTHONUNBUFFERED=1 PYTHONWARNINGS=ignore
 python3 -c "import transformer_engine.pytorch as te, transformer_engine; print('TE', transformer_engine.__version__)" 2>&1 | tail -n 5
+# ONLY="benchmarks/gpu_thd_check.py": run just that script once TE is installed.
+if [ -n "${ONLY:-}" ]; then timeout 200 python3 $ONLY 2>&1 | grep -v "UserWarning\|warnings.warn"; exit; fi
 GPU_CHECK_CONFIGS=${GPU_CHECK_CONFIGS:-local:bf16,transformer_engine:bf16,transformer_engine:fp8-delayed,transformer_engine:fp8-tensorwise} \
   timeout 270 python3 benchmarks/gpu_check.py 2>&1 | grep -v "UserWarning\|warnings.warn" | tee "${OUT:-/tmp}/gpu_te_check.log"
 [ "${SKIP_TRAIN:-0}" = 1 ] && exit 0
