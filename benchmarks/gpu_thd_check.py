@@ -16,6 +16,7 @@ import os
 
 import numpy as np
 import torch
+from gpu_check import _debug_model  # same opt-debug weights as the other GPU checks
 
 
 def packed_samples(num_rows: int, seq: int, seed: int = 0) -> list[dict[str, np.ndarray]]:
@@ -44,25 +45,6 @@ def packed_samples(num_rows: int, seq: int, seed: int = 0) -> list[dict[str, np.
     return rows
 
 
-def _model(impl: str):
-    from megatron.core.transformer.module import Float16Module
-
-    from megatron_optiml.conversion.sharding import Layout, load_shard_into_model, shard_state_dict
-    from megatron_optiml.models.opt import build_opt_model, build_transformer_config, get_flavor
-    from megatron_optiml.models.opt.init import random_canonical_state_dict
-
-    arch = get_flavor("opt-debug")
-    cfg = build_transformer_config(
-        arch, bf16=True, params_dtype=torch.float32, use_cpu_initialization=True
-    )
-    model = build_opt_model(arch, cfg, transformer_impl=impl)
-    full = random_canonical_state_dict(arch, seed=1234)
-    load_shard_into_model(
-        model, shard_state_dict(full, Layout(), arch.num_layers, transformer_impl=impl)
-    )
-    return Float16Module(cfg, model.cuda()).eval()
-
-
 def main() -> None:
     from megatron_optiml.data.collate import collate_packed
     from megatron_optiml.parallel import init_distributed
@@ -78,7 +60,8 @@ def main() -> None:
     init_distributed(seed=1234)
     samples = packed_samples(num_rows=3, seq=128)
     b, s = len(samples), 128
-    te, local = _model("transformer_engine"), _model("local")
+    te = _debug_model("transformer_engine", bf16=True).eval()
+    local = _debug_model("local", bf16=True).eval()
     thd = collate_packed(samples, attention="thd")
     psp = thd["packed_seq_params"]
     for name in ("cu_seqlens_q", "cu_seqlens_kv"):
