@@ -36,8 +36,8 @@ def check(fn):
     return fn
 
 
-def _init():
-    from megatron_optiml.backend import cpu
+def init_single_rank() -> None:
+    """A 1-rank process group (NCCL on a GPU) and Megatron's parallel state, seed 1234."""
     from megatron_optiml.parallel import init_distributed
     from megatron_optiml.testing.distributed import free_port
 
@@ -49,6 +49,12 @@ def _init():
         MASTER_PORT=str(free_port()),
     )
     init_distributed(seed=1234)
+
+
+def _init():
+    from megatron_optiml.backend import cpu
+
+    init_single_rank()
     record(
         "environment",
         {

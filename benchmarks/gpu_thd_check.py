@@ -16,7 +16,7 @@ import os
 
 import numpy as np
 import torch
-from gpu_check import _debug_model  # same opt-debug weights as the other GPU checks
+from gpu_check import _debug_model, init_single_rank  # the other GPU checks' opt-debug
 
 
 def packed_samples(num_rows: int, seq: int, seed: int = 0) -> list[dict[str, np.ndarray]]:
@@ -47,17 +47,8 @@ def packed_samples(num_rows: int, seq: int, seed: int = 0) -> list[dict[str, np.
 
 def main() -> None:
     from megatron_optiml.data.collate import collate_packed
-    from megatron_optiml.parallel import init_distributed
-    from megatron_optiml.testing.distributed import free_port
 
-    os.environ.update(
-        RANK="0",
-        WORLD_SIZE="1",
-        LOCAL_RANK="0",
-        MASTER_ADDR="127.0.0.1",
-        MASTER_PORT=str(free_port()),
-    )
-    init_distributed(seed=1234)
+    init_single_rank()
     samples = packed_samples(num_rows=3, seq=128)
     b, s = len(samples), 128
     te = _debug_model("transformer_engine", bf16=True).eval()
