@@ -1,4 +1,5 @@
-"""The planner against the GPU measurement in ``benchmarks/results_gpu_memory_h200.json``.
+"""The planner against the GPU measurements in ``benchmarks/results_gpu_memory_h200.json``
+(local spec) and ``benchmarks/results_gpu_te_opt2.7b_h200.json`` (Transformer Engine spec).
 
 That record comes from ``benchmarks/gpu_check.py:opt13b_throughput``: OPT-1.3B on one H200,
 local spec (``DotProductAttention``, torch softmax in fp32), Float16Module bf16 params, fp32
@@ -16,7 +17,9 @@ from megatron_optiml.models.opt import get_flavor
 from megatron_optiml.planning import GIB, ClusterSpec, PlanInput, make_plan
 from megatron_optiml.planning.memory import backward_moments
 
-RESULTS = Path(__file__).resolve().parents[2] / "benchmarks" / "results_gpu_memory_h200.json"
+BENCH = Path(__file__).resolve().parents[2] / "benchmarks"
+RESULTS = BENCH / "results_gpu_memory_h200.json"
+TE_RESULTS = BENCH / "results_gpu_te_opt2.7b_h200.json"
 TOLERANCE = 0.15
 
 
@@ -25,18 +28,18 @@ def record():
     return json.loads(RESULTS.read_text())["opt_1_3b_local_bf16"]
 
 
-def h200_plan(record):
+def h200_plan(record, flavor: str = "opt-1.3b"):
     # Exactly the PlanInput gpu_check.py builds.
     mbs, seq, m = record["micro_batch"], record["seq"], record["microbatches"]
     inp = PlanInput(
-        arch=get_flavor("opt-1.3b"),
+        arch=get_flavor(flavor),
         global_batch_size=mbs * m,
         micro_batch_size=mbs,
         seq_length=seq,
-        precision="bf16",
+        precision="fp8" if record.get("fp8_recipe") else "bf16",
         use_distributed_optimizer=True,
         recompute="selective",
-        transformer_impl="local",
+        transformer_impl=record.get("transformer_impl", "local"),
         hidden_dropout=0.1,
         attention_dropout=0.1,
     )
@@ -80,3 +83,17 @@ def test_h200_terms_by_hand(record):
         p.params.total / GIB
     )
     assert step == pytest.approx(record["phase_peaks_gib"]["optimizer_step_peak_gib"], rel=0.01)
+
+
+@pytest.mark.parametrize(
+    "key", ["opt_2_7b_transformer_engine_bf16", "opt_2_7b_transformer_engine_fp8_delayed"]
+)
+def test_h200_te_peak_within_2_percent_of_measured(key):
+    # OPT-2.7B, TE spec (fused attention: no score buffer), each configuration first in its
+    # process; FP8 keeps a transposed FP8 copy of every GEMM weight beside the BF16 one.
+    record = json.loads(TE_RESULTS.read_text())[key]
+    peak = h200_plan(record, "opt-2.7b").peak
+    predicted = (peak.total - peak.overhead - peak.fragmentation) / GIB
+    measured = record["peak_mem_gib_measured"]
+    assert predicted == pytest.approx(record["peak_mem_gib_predicted_without_overhead"], rel=1e-6)
+    assert abs(predicted - measured) / measured < 0.02, (predicted, measured)
