@@ -128,16 +128,26 @@ class Task:
         )
 
 
-def write_tasks_jsonl(tasks: Iterable[Task], path: str | os.PathLike) -> None:
-    """Write tasks, one JSON object per line, atomically (temp name, then rename)."""
+def task_jsonl_line(task: Task) -> str:
+    """One task as its JSON line (without the newline)."""
+    return json.dumps(task.to_dict(), ensure_ascii=False, sort_keys=True)
+
+
+def write_jsonl_lines(lines: Iterable[str], path: str | os.PathLike) -> None:
+    """Write `task_jsonl_line`s, one per line, atomically (temp name, then rename)."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(path.name + ".tmp")
     with open(tmp, "w", encoding="utf-8", newline="\n") as f:
-        for task in tasks:
-            f.write(json.dumps(task.to_dict(), ensure_ascii=False, sort_keys=True))
+        for line in lines:
+            f.write(line)
             f.write("\n")
     os.replace(tmp, path)
+
+
+def write_tasks_jsonl(tasks: Iterable[Task], path: str | os.PathLike) -> None:
+    """Write tasks, one JSON object per line, atomically (temp name, then rename)."""
+    write_jsonl_lines(map(task_jsonl_line, tasks), path)
 
 
 def iter_tasks_jsonl(path: str | os.PathLike) -> Iterator[Task]:

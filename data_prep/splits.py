@@ -17,7 +17,7 @@ import random
 from dataclasses import dataclass, field
 
 from data_prep.config import SplitConfig
-from data_prep.leak import input_hash
+from data_prep.leak import Digest, digest_input
 from data_prep.schema import Task
 
 log = logging.getLogger(__name__)
@@ -57,9 +57,16 @@ def _cap(task: Task, cap: int | None, rng: random.Random) -> Task:
 
 
 def split_tasks(
-    tasks: list[Task], cfg: SplitConfig, *, train_only: set[str] = frozenset()
+    tasks: list[Task],
+    cfg: SplitConfig,
+    *,
+    train_only: set[str] = frozenset(),
+    digest: Digest = digest_input,
 ) -> BenchSplits:
-    """Assign tasks and instances to splits. Raises ValueError for names the data lacks."""
+    """Assign tasks and instances to splits. Raises ValueError for names the data lacks.
+
+    `digest` gives an instance's normalized-input digest (the pipeline passes precomputed ones).
+    """
     categories = {t.category for t in tasks}
     names = {t.name for t in tasks}
     for c in cfg.heldout_categories:
@@ -99,7 +106,7 @@ def split_tasks(
         elif name in held_tasks:
             out[HELDOUT_TASK].append(_cap(task, cfg.max_eval_instances, eval_rng))
         else:
-            train, val, held = _split_instances(task, cfg)
+            train, val, held = _split_instances(task, cfg, digest)
             out[TRAIN].append(task.with_instances(train))
             if val:
                 out[VALIDATION].append(task.with_instances(val))
@@ -117,10 +124,12 @@ def split_tasks(
     return out
 
 
-def _split_instances(task: Task, cfg: SplitConfig) -> tuple[list, list, list]:
-    groups: dict[str, list[int]] = {}
+def _split_instances(task: Task, cfg: SplitConfig, digest: Digest) -> tuple[list, list, list]:
+    if cfg.validation_fraction == 0 and cfg.heldout_instance_fraction == 0:
+        return list(task.instances), [], []  # nothing to hold out: no need to hash
+    groups: dict[bytes, list[int]] = {}
     for i, inst in enumerate(task.instances):
-        groups.setdefault(input_hash(inst.input), []).append(i)
+        groups.setdefault(digest(inst), []).append(i)
     order = sorted(groups)  # hash order: independent of file order, stable across runs
     random.Random(f"{cfg.seed}:instances:{task.name}").shuffle(order)
     n_val = _count(cfg.validation_fraction, len(order))

@@ -5,6 +5,11 @@ task and split; **each example is one document of two sequences**: the prompt to
 empty), then the target tokens followed by `</s>` (id 2, never empty). No BOS. Over-long
 examples are truncated from the left (prompt first) so the target and `</s>` survive.
 
+Workers render and tokenize chunks of consecutive examples (HF `tokenizers` batch encoding
+without offsets, one thread per worker, a larger BPE word cache); the main process appends each
+chunk's tokens to its dataset with `data_prep.indexed.IndexedWriter` (whole arrays, no
+per-example Python work, no Megatron import).
+
 Determinism: each example's delimiter and demonstrations come from its own
 `random.Random(f"{seed}:{split}:{task}:{index}")`, so output bytes do not depend on how work is
 split among workers; results are consumed in submission order.
@@ -12,8 +17,9 @@ split among workers; results are consumed in submission order.
 
 from __future__ import annotations
 
+import contextlib
+import functools
 import logging
-import multiprocessing as mp
 import os
 import random
 import time
@@ -23,13 +29,18 @@ from pathlib import Path
 
 import numpy as np
 
+from data_prep.indexed import IndexedWriter
 from data_prep.render import ShotPolicy, render_sampled
 from data_prep.schema import Task
+from data_prep.workers import Shared, WorkerPool, progress_bar
 
 log = logging.getLogger(__name__)
 
 EOS_ID = 2
 DTYPE = np.uint16
+_PARALLELISM_ENV = "TOKENIZERS_PARALLELISM"
+# Words whose BPE merges a worker remembers (the library's 10,000 fill up on the first tasks).
+BPE_CACHE_WORDS = 200_000
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -68,15 +79,52 @@ def truncate_left(
     return [], target[len(target) - max_len :], 2
 
 
+@contextlib.contextmanager
+def _one_thread() -> Iterator[None]:
+    """HF tokenizers' batch encoding without its thread pool (workers get one core each)."""
+    old = os.environ.get(_PARALLELISM_ENV)
+    if old == "false":
+        yield
+        return
+    os.environ[_PARALLELISM_ENV] = "false"
+    try:
+        yield
+    finally:
+        if old is None:
+            os.environ.pop(_PARALLELISM_ENV, None)
+        else:
+            os.environ[_PARALLELISM_ENV] = old
+
+
+@functools.cache
+def prep_tokenizer():
+    """The data-prep tokenizer, one per process: OPT's, with a larger BPE word cache."""
+    from megatron_optiml.tokenizer import load_opt_tokenizer
+
+    return load_opt_tokenizer(cache_capacity=BPE_CACHE_WORDS)
+
+
+def _encode_all(tokenizer, texts: Sequence[str]) -> list[list[int]]:
+    """Token ids of each text ([] for an empty one), in one batch call without offsets."""
+    ids: list[list[int]] = [[] for _ in texts]
+    nonempty = [k for k, text in enumerate(texts) if text]
+    encode = getattr(tokenizer, "encode_batch_fast", tokenizer.encode_batch)
+    with _one_thread():
+        encodings = encode([texts[k] for k in nonempty])
+    for k, enc in zip(nonempty, encodings):
+        ids[k] = enc.ids
+    return ids
+
+
 def encode_examples(tokenizer, pairs: Sequence[tuple[str, str]], max_len: int) -> ChunkResult:
     """Tokenize (prompt, target) pairs into one `ChunkResult` (target gets `</s>`)."""
+    prompts = _encode_all(tokenizer, [p for p, _ in pairs])
+    targets = _encode_all(tokenizer, [t for _, t in pairs])
     flat: list[int] = []
     lengths: list[int] = []
     trunc = ttrunc = 0
-    encode = tokenizer.encode
-    for prompt, target in pairs:
-        p = encode(prompt).ids if prompt else []
-        t = encode(target).ids + [EOS_ID]
+    for p, t in zip(prompts, targets):
+        t.append(EOS_ID)
         p, t, level = truncate_left(p, t, max_len)
         trunc += level >= 1
         ttrunc += level == 2
@@ -87,11 +135,6 @@ def encode_examples(tokenizer, pairs: Sequence[tuple[str, str]], max_len: int) -
     return ChunkResult(
         np.asarray(flat, dtype=DTYPE), np.asarray(lengths, dtype=np.int32), trunc, ttrunc
     )
-
-
-# --- worker side -------------------------------------------------------------------------
-# Workers are forked after `_STATE` is set, so the (large) task lists are inherited, not sent.
-_STATE: dict = {}
 
 
 def _render_range(split: str, task: Task, pool: Sequence, start: int, end: int, spec: RenderSpec):
@@ -111,14 +154,13 @@ def _render_range(split: str, task: Task, pool: Sequence, start: int, end: int, 
     return pairs
 
 
-def _work(item: tuple[int, int, int]) -> ChunkResult:
-    job_index, start, end = item
-    from megatron_optiml.tokenizer import cached_opt_tokenizer
-
-    job = _STATE["jobs"][job_index]
-    spec = _STATE["spec"]
+def _tokenize_chunk(item: tuple[Shared, Shared, int, int, int]) -> ChunkResult:
+    """Worker: render and tokenize examples [start, end) of job `job_index`."""
+    jobs, spec_handle, job_index, start, end = item
+    job = jobs.get()[job_index]
+    spec = spec_handle.get()
     pairs = _render_range(job.split, job.task, job.pool, start, end, spec)
-    return encode_examples(cached_opt_tokenizer(), pairs, spec.max_seq_length)
+    return encode_examples(prep_tokenizer(), pairs, spec.max_seq_length)
 
 
 @dataclass
@@ -154,11 +196,12 @@ class TokenizeStats:
         return sum(j.examples for j in self.per_job)
 
 
-def _items(jobs: Sequence[Job], chunk: int) -> Iterator[tuple[int, int, int]]:
+def _chunks(jobs: Sequence[Job], chunk: int) -> list[tuple[int, int, int]]:
+    out = []
     for j, job in enumerate(jobs):
         n = len(job.task.instances)
-        for start in range(0, n, chunk):
-            yield j, start, min(n, start + chunk)
+        out += [(j, start, min(n, start + chunk)) for start in range(0, n, chunk)]
+    return out
 
 
 def write_indexed_datasets(
@@ -168,41 +211,49 @@ def write_indexed_datasets(
     workers: int = 1,
     chunk_size: int = 256,
     progress: bool = True,
+    pool: WorkerPool | None = None,
 ) -> TokenizeStats:
-    """Render, tokenize and write one indexed dataset per job (temp names, renamed at the end)."""
-    from megatron.core.datasets.indexed_dataset import IndexedDatasetBuilder
+    """Render, tokenize and write one indexed dataset per job (temp names, renamed at the end).
 
-    total_examples = sum(len(j.task.instances) for j in jobs)
+    Without `pool`, a `WorkerPool` of `workers` processes is forked for this call (the jobs are
+    inherited); with one, `jobs` and `spec` are shared with its workers (`jobs` should then
+    pickle small, as the pipeline's `PlannedJobs` do).
+    """
+    if pool is None:
+        with WorkerPool(workers, jobs=jobs, spec=spec) as own:
+            h = own.inherited
+            return _write_datasets(own, h["jobs"], h["spec"], jobs, chunk_size, progress)
+    return _write_datasets(
+        pool, pool.share("jobs", jobs), pool.share("spec", spec), jobs, chunk_size, progress
+    )
+
+
+def _write_datasets(
+    pool: WorkerPool,
+    jobs_handle: Shared,
+    spec_handle: Shared,
+    jobs: Sequence[Job],
+    chunk_size: int,
+    progress: bool,
+) -> TokenizeStats:
+    chunks = _chunks(jobs, chunk_size)
     stats = TokenizeStats(per_job=[JobStats() for _ in jobs])
-    _STATE.update(jobs=list(jobs), spec=spec)
     t0 = time.perf_counter()
-    bar = _progress_bar(total_examples, progress)
-    pool = None
+    bar = progress_bar(sum(e - s for _, s, e in chunks), "tokenize", progress)
+    items = ((jobs_handle, spec_handle, j, s, e) for j, s, e in chunks)
+    writer: IndexedWriter | None = None
+    current = -1
     try:
-        if workers > 1:
-            pool = mp.get_context("fork").Pool(workers)
-            results = pool.imap(_work, _items(jobs, chunk_size), chunksize=1)
-        else:
-            results = map(_work, _items(jobs, chunk_size))
-        current, builder, tmp_bin = -1, None, None
-        for (j, start, end), res in zip(_items(jobs, chunk_size), results):
+        for (j, start, end), res in zip(chunks, pool.imap(_tokenize_chunk, items)):
             if j != current:
-                if builder is not None:
-                    _finish(builder, tmp_bin, jobs[current].prefix)
-                current = j
-                jobs[j].prefix.parent.mkdir(parents=True, exist_ok=True)
-                tmp_bin = Path(str(jobs[j].prefix) + ".bin.tmp")
-                builder = IndexedDatasetBuilder(str(tmp_bin), dtype=DTYPE)
-            offset = 0
-            lengths = res.lengths.tolist()
-            for k in range(0, len(lengths), 2):
-                n = lengths[k] + lengths[k + 1]
-                builder.add_document(res.tokens[offset : offset + n], lengths[k : k + 2])
-                offset += n
+                if writer is not None:
+                    writer.finish()
+                writer, current = IndexedWriter(jobs[j].prefix, DTYPE), j
+            writer.add(res.tokens, res.lengths)
             st = stats.per_job[j]
             st.examples += end - start
-            st.prompt_tokens += int(sum(lengths[0::2]))
-            st.target_tokens += int(sum(lengths[1::2]))
+            st.prompt_tokens += int(res.lengths[0::2].sum())
+            st.target_tokens += int(res.lengths[1::2].sum())
             st.truncated += res.truncated
             st.target_truncated += res.target_truncated
             if bar is not None:
@@ -211,35 +262,17 @@ def write_indexed_datasets(
                 bar.set_postfix_str(
                     f"{stats.examples / el:,.0f} ex/s, {stats.tokens / el:,.0f} tok/s"
                 )
-        if builder is not None:
-            _finish(builder, tmp_bin, jobs[current].prefix)
+        if writer is not None:
+            writer.finish()
+            writer = None
         # Empty jobs still get (empty) files so every prefix exists.
         for job, st in zip(jobs, stats.per_job):
-            if st.examples == 0 and not Path(str(job.prefix) + ".idx").exists():
-                job.prefix.parent.mkdir(parents=True, exist_ok=True)
-                tmp = Path(str(job.prefix) + ".bin.tmp")
-                _finish(IndexedDatasetBuilder(str(tmp), dtype=DTYPE), tmp, job.prefix)
+            if st.examples == 0 and not Path(f"{job.prefix}.idx").exists():
+                IndexedWriter(job.prefix, DTYPE).finish()
     finally:
-        if pool is not None:
-            pool.terminate()
-            pool.join()
+        if writer is not None:
+            writer.abort()
         if bar is not None:
             bar.close()
-        _STATE.clear()
     stats.seconds = time.perf_counter() - t0
     return stats
-
-
-def _finish(builder, tmp_bin: Path, prefix: Path) -> None:
-    tmp_idx = Path(str(prefix) + ".idx.tmp")
-    builder.finalize(str(tmp_idx))
-    os.replace(tmp_bin, str(prefix) + ".bin")
-    os.replace(tmp_idx, str(prefix) + ".idx")
-
-
-def _progress_bar(total: int, enabled: bool):
-    if not enabled:
-        return None
-    from tqdm import tqdm
-
-    return tqdm(total=total, unit="ex", desc="tokenize", mininterval=0.5, dynamic_ncols=True)

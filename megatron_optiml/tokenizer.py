@@ -20,13 +20,20 @@ UNK_ID = 3
 VOCAB_SIZE = 50265  # entries of vocab.json; checkpoints pad the embedding to 50272
 
 
-def load_opt_tokenizer(directory: str | os.PathLike | None = None):
-    """A `tokenizers.Tokenizer` with OPT's ids ("Hello world" -> [31414, 232], no BOS/EOS added)."""
+def load_opt_tokenizer(
+    directory: str | os.PathLike | None = None, *, cache_capacity: int | None = None
+):
+    """A `tokenizers.Tokenizer` with OPT's ids ("Hello world" -> [31414, 232], no BOS/EOS added).
+
+    `cache_capacity`: words whose BPE merges are remembered (the library's default, 10,000,
+    fills up early on large corpora; the ids never depend on it).
+    """
     from tokenizers import AddedToken, Tokenizer, decoders, pre_tokenizers
     from tokenizers.models import BPE
 
     directory = Path(directory) if directory is not None else OPT_TOKENIZER_DIR
-    model = BPE.from_file(str(directory / "vocab.json"), str(directory / "merges.txt"))
+    extra = {} if cache_capacity is None else {"cache_capacity": cache_capacity}
+    model = BPE.from_file(str(directory / "vocab.json"), str(directory / "merges.txt"), **extra)
     tok = Tokenizer(model)
     tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
     tok.decoder = decoders.ByteLevel()

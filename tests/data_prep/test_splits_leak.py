@@ -1,10 +1,21 @@
 import dataclasses
+import random
 
 import pytest
 
 from data_prep.config import SplitConfig
 from data_prep.errors import DataError
-from data_prep.leak import enforce_leak_policy, find_exact_leaks, normalize_text, task_pair_overlap
+from data_prep.leak import (
+    digest_lookup,
+    enforce_leak_policy,
+    find_exact_leaks,
+    input_digest,
+    input_digests,
+    input_hash,
+    ngram_hashes,
+    normalize_text,
+    task_pair_overlap,
+)
 from data_prep.mapping import load_task_map
 from data_prep.readers import read_sources
 from data_prep.schema import Instance, Task
@@ -104,3 +115,79 @@ def test_task_pair_13gram_overlap():
 def test_split_config_validation():
     with pytest.raises(ValueError, match=r"splits.validation_fraction=1.5"):
         SplitConfig(validation_fraction=1.5).validate()
+
+
+def _reference_overlap(train, evals, n, threshold):
+    """The original set-of-strings implementation of the task-pair check."""
+    from data_prep.leak import PairOverlap
+
+    def grams(inst):
+        words = normalize_text(inst.input + " " + inst.outputs[0]).split()
+        return {" ".join(words[i : i + n]) for i in range(len(words) - n + 1)}
+
+    eval_tasks = [(s, t) for s, ts in evals.items() for t in ts]
+    pairs = []
+    for tr in train:
+        train_grams = set().union(*(grams(i) for i in tr.instances))
+        for split, ev in eval_tasks:
+            count = sum(bool(grams(i) & train_grams) for i in ev.instances)
+            if count and count / len(ev.instances) > threshold:
+                pairs.append(PairOverlap(split, ev.name, tr.name, count / len(ev.instances), count))
+    return sorted(pairs, key=lambda p: (-p.fraction, p.eval_split, p.eval_task, p.train_task))
+
+
+def test_ngram_index_matches_the_set_implementation():
+    rng = random.Random(0)
+    vocab = [f"w{i}" for i in range(5)]  # small vocabulary: many shared 3-grams
+
+    def text():
+        return " ".join(rng.choice(vocab) for _ in range(rng.randint(0, 12)))
+
+    train = [_t(f"tr{k}", [text() for _ in range(rng.randint(1, 8))]) for k in range(6)]
+    evals = {
+        "heldout_task": [
+            _t(f"ev{k}", [text() for _ in range(rng.randint(1, 8))]) for k in range(4)
+        ],
+        "heldout_instance": [_t("tr0", [text() for _ in range(5)])],
+    }
+    for threshold in (0.0, 0.3):
+        got = task_pair_overlap(train, evals, n=3, threshold=threshold)
+        assert got == _reference_overlap(train, evals, 3, threshold)
+    assert len(task_pair_overlap(train, evals, n=3, threshold=0.0)) > 5
+
+
+def test_ngrams_never_span_two_instances():
+    a = " ".join(f"a{i}" for i in range(7))
+    b = " ".join(f"b{i}" for i in range(7))
+    hashes, owners = ngram_hashes(_t("x", [a, b]).instances, 5)  # input + output "o": 8 words
+    assert owners.tolist() == [0] * 4 + [1] * 4
+    both, _ = ngram_hashes(_t("y", [a + " o " + b]).instances, 5)
+    assert len(set(both.tolist()) - set(hashes.tolist())) == 4  # the windows across a|b
+
+
+def test_precomputed_digests_give_the_same_splits(bundled):
+    tasks, train_only, cfg = bundled
+    lookup = digest_lookup(tasks, [input_digests(t.instances) for t in tasks])
+    a = split_tasks(tasks, cfg, train_only=train_only)
+    b = split_tasks(tasks, cfg, train_only=train_only, digest=lookup)
+    for name in ALL_SPLITS:
+        assert _instances(a[name]) == _instances(b[name])
+    assert input_hash("The  cat!") == input_digest("the cat").hex()
+
+
+def test_nothing_held_out_needs_no_hashing(bundled):
+    tasks, train_only, cfg = bundled
+    cfg = dataclasses.replace(
+        cfg,
+        heldout_categories=[],
+        heldout_tasks=[],
+        heldout_instance_fraction=0.0,
+        validation_fraction=0.0,
+    )
+
+    def no_digest(inst):
+        raise AssertionError("hashed an input although nothing is held out")
+
+    s = split_tasks(tasks, cfg, train_only=train_only, digest=no_digest)
+    assert sum(len(t.instances) for t in s["train"]) == sum(len(t.instances) for t in tasks)
+    assert enforce_leak_policy(s["train"], s.evals(), "error", digest=no_digest)[1] == []
