@@ -65,6 +65,7 @@ def make_config(data: Path, workers: int):
                     "datasets": T0_DATASETS,
                     "category": "t0",
                     "skip_empty_outputs": True,
+                    "template_sampling": "all",
                 },
                 {
                     "type": "bigbench",

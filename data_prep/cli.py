@@ -20,9 +20,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument(
         "--out", required=True, help="output folder (replaced if it holds an earlier build)"
     )
-    p.add_argument(
-        "--workers", type=int, help="tokenizer worker processes (overrides tokenize.workers)"
-    )
+    p.add_argument("--workers", type=int, help="worker processes (overrides tokenize.workers)")
     p.add_argument(
         "--leak-policy", choices=["error", "report", "drop"], help="overrides leak.policy"
     )

@@ -18,6 +18,9 @@ import yaml
 from data_prep.render import DEMO_SEPARATOR, PAPER_DELIMITERS
 
 SOURCE_TYPES = ("niv2", "bigbench", "promptsource", "jinja", "flan", "jsonl", "text")
+DEFAULT_SEED = 1234
+# `sources[].template_sampling` of template sources (promptsource, jinja, flan), paper §4.1.
+TEMPLATE_SAMPLING = ("paper", "all")
 SPLITS_EVAL = ("heldout_category", "heldout_task", "heldout_instance")
 # Paper §4.3 / §5 (Table 5 "4/2/20/25/45/2/2" in the order CrossFit/ExMix/FLAN/NIV2/PS/T5/USKG).
 PAPER_BENCHMARK_SHARES = {
@@ -59,6 +62,11 @@ class SourceConfig:
     skip_empty_outputs: bool = False
     """`niv2` / `promptsource` / `bigbench`: skip (and log) instances with an empty output instead of
     stopping (real T0 data has some, e.g. trec_fine_grained_open)."""
+    template_sampling: str = "paper"
+    """`promptsource` / `jinja` / `flan`: `paper` (§4.1) merges a task's templates and keeps N
+    prompted instances drawn at random from the pool, N = the task's number of examples (for
+    applied PromptSource files, the largest template's count), so a task does not grow with its
+    number of templates; `all` keeps every template application. Seeded by the config's `seed`."""
 
     def validate(self) -> None:
         if self.type not in SOURCE_TYPES:
@@ -69,13 +77,18 @@ class SourceConfig:
             raise ValueError("sources[].type='text' needs 'task'")
         if not self.benchmark or self.benchmark != self.benchmark.lower():
             raise ValueError(f"sources[].benchmark={self.benchmark!r} must be non-empty lower case")
+        if self.template_sampling not in TEMPLATE_SAMPLING:
+            raise ValueError(
+                f"sources[].template_sampling={self.template_sampling!r} is not one of "
+                f"{TEMPLATE_SAMPLING}"
+            )
 
 
 @dataclass(kw_only=True)
 class SplitConfig:
     """The three generalization splits (paper §2.3) and the validation split."""
 
-    seed: int = 1234
+    seed: int = DEFAULT_SEED
     """Seed for every random choice of the split."""
     heldout_categories: list[str] = field(default_factory=list)
     """Fully held-out categories: all their tasks go to `heldout_category`."""
@@ -180,12 +193,13 @@ class BlendConfig:
 
 @dataclass(kw_only=True)
 class TokenizeConfig:
-    """Tokenization workers."""
+    """Worker processes of the build (not only tokenization: see data_prep.pipeline)."""
 
     workers: int = 1
-    """Worker processes (1 = tokenize in the main process)."""
+    """Worker processes for input hashing, text and n-gram checks, and tokenization (one pool,
+    forked after reading); 1 = everything in the main process."""
     chunk_size: int = 256
-    """Examples per work item sent to a worker."""
+    """Examples per work item sent to a worker (tokenization and the n-gram check)."""
 
     def validate(self) -> None:
         if self.workers < 1:
@@ -202,8 +216,8 @@ class BenchConfig:
     """Input collections."""
     task_map: str | None = None
     """Task -> category/benchmark mapping YAML (see data_prep.mapping)."""
-    seed: int = 1234
-    """Seed for rendering (delimiters, demonstrations)."""
+    seed: int = DEFAULT_SEED
+    """Seed for rendering (delimiters, demonstrations) and template down-sampling."""
     splits: SplitConfig = field(default_factory=SplitConfig)
     leak: LeakConfig = field(default_factory=LeakConfig)
     render: RenderConfig = field(default_factory=RenderConfig)

@@ -136,7 +136,7 @@ def build_bench(
     clock = _Clock()
 
     task_map = load_task_map(cfg.task_map)
-    tasks, train_only = read_sources(cfg.sources, task_map)
+    tasks, train_only = read_sources(cfg.sources, task_map, seed=cfg.seed)
     log.info("read %d tasks, %d instances", len(tasks), sum(len(t.instances) for t in tasks))
     clock.lap("read")
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import logging
 from pathlib import Path
 
-from data_prep.config import SourceConfig
+from data_prep.config import DEFAULT_SEED, SourceConfig
 from data_prep.errors import DataError
 from data_prep.mapping import TaskMap
 from data_prep.readers.bigbench import read_bigbench
@@ -19,8 +19,11 @@ __all__ = ["read_source", "read_sources"]
 log = logging.getLogger(__name__)
 
 
-def read_source(src: SourceConfig, task_map: TaskMap) -> list[Task]:
-    """Read one collection into tasks (categories not yet applied)."""
+def read_source(src: SourceConfig, task_map: TaskMap, *, seed: int = DEFAULT_SEED) -> list[Task]:
+    """Read one collection into tasks (categories not yet applied).
+
+    `seed` seeds the per-task template down-sampling of template sources (`template_sampling`).
+    """
     path = Path(src.path)
     if not path.exists():
         raise DataError(f"{path}: no such file or folder (source type {src.type!r})")
@@ -31,12 +34,24 @@ def read_source(src: SourceConfig, task_map: TaskMap) -> list[Task]:
     if src.type == "promptsource":
         datasets = src.datasets if src.datasets is not None else task_map.task_names(src.benchmark)
         return read_promptsource(
-            path, datasets=datasets, benchmark=src.benchmark, skip_empty=src.skip_empty_outputs
+            path,
+            datasets=datasets,
+            benchmark=src.benchmark,
+            skip_empty=src.skip_empty_outputs,
+            sampling=src.template_sampling,
+            seed=seed,
         )
-    if src.type == "jinja":
-        return [read_jinja(path, Path(src.templates), task=src.task, benchmark=src.benchmark)]
-    if src.type == "flan":
-        return [read_flan(path, Path(src.templates), task=src.task, benchmark=src.benchmark)]
+    if src.type in ("jinja", "flan"):
+        read = read_jinja if src.type == "jinja" else read_flan
+        task = read(
+            path,
+            Path(src.templates),
+            task=src.task,
+            benchmark=src.benchmark,
+            sampling=src.template_sampling,
+            seed=seed,
+        )
+        return [task]
     if src.type == "jsonl":
         return read_jsonl(
             path,
@@ -50,7 +65,9 @@ def read_source(src: SourceConfig, task_map: TaskMap) -> list[Task]:
     raise DataError(f"unknown source type {src.type!r}")
 
 
-def read_sources(sources: list[SourceConfig], task_map: TaskMap) -> tuple[list[Task], set[str]]:
+def read_sources(
+    sources: list[SourceConfig], task_map: TaskMap, *, seed: int = DEFAULT_SEED
+) -> tuple[list[Task], set[str]]:
     """All tasks of all sources with categories applied; names must be unique.
 
     Returns the tasks and the names of train-only tasks.
@@ -59,7 +76,7 @@ def read_sources(sources: list[SourceConfig], task_map: TaskMap) -> tuple[list[T
     train_only: set[str] = set()
     seen: dict[str, str] = {}
     for src in sources:
-        for task in read_source(src, task_map):
+        for task in read_source(src, task_map, seed=seed):
             if task.name in seen:
                 raise DataError(
                     f"task {task.name!r} is defined twice: {seen[task.name]} and {task.source}"

@@ -30,3 +30,15 @@ def test_unknown_keys_and_bad_values_name_the_field():
         config_from_dict({**base, "tokenize": {"workers": "two"}})
     with pytest.raises(ValueError, match=r"sources\[\].type='csv'"):
         config_from_dict({"sources": [{"type": "csv", "path": ".", "benchmark": "x"}]})
+
+
+def test_template_sampling_default_and_bad_value():
+    base = {"type": "promptsource", "path": ".", "benchmark": "promptsource"}
+    cfg = config_from_dict({"sources": [base]})
+    assert cfg.sources[0].template_sampling == "paper"  # paper §4.1: N per task
+    cfg = config_from_dict({"sources": [{**base, "template_sampling": "all"}]})
+    assert cfg.sources[0].template_sampling == "all"
+    with pytest.raises(ValueError, match=r"sources\[\]\.template_sampling='some' is not one of"):
+        config_from_dict({"sources": [{**base, "template_sampling": "some"}]})
+    with pytest.raises(ValueError, match=r"config.sources\[0\].template_sampling=3 must be str"):
+        config_from_dict({"sources": [{**base, "template_sampling": 3}]})

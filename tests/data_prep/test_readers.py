@@ -177,3 +177,73 @@ def test_bundled_task_map_covers_bundled_data(bench_config):
     tasks, _ = read_sources(bench_config.sources, load_task_map(bench_config.task_map))
     assert len(tasks) == 21
     assert {t.benchmark for t in tasks} == {"niv2", "promptsource", "bigbench"}
+
+
+def _per_template(task):
+    counts = {}
+    for inst in task.instances:
+        template = inst.id.rsplit(":", 1)[0]
+        counts[template] = counts.get(template, 0) + 1
+    return counts
+
+
+def test_promptsource_template_sampling_keeps_n_per_task():
+    names = ["ag_news", "amazon_polarity", "yelp_review_full", "xsum", "samsum", "glue_mrpc"]
+    names += ["paws_labeled_final", "sciq", "commonsense_qa"]
+    full = {t.name: t for t in read_promptsource(DATA / "promptsource_t0", datasets=names)}
+    paper = {
+        t.name: t
+        for t in read_promptsource(
+            DATA / "promptsource_t0", datasets=names, sampling="paper", seed=1234
+        )
+    }
+    for name in names:
+        sizes = _per_template(full[name])
+        assert len(sizes) == 3 and set(sizes.values()) == {40}  # 3 templates x 40 records
+        counts = _per_template(paper[name])
+        # N = 40 prompted instances from the merged pool of 120, every template drawn from
+        assert sum(counts.values()) == 40 and set(counts) == set(sizes)
+        assert all(0 < counts[t] <= sizes[t] for t in counts)
+        # a subset of the pool, in the pool's order
+        ids = [i.id for i in full[name].instances]
+        kept = [i.id for i in paper[name].instances]
+        assert kept == [i for i in ids if i in set(kept)]
+    assert _per_template(paper["ag_news"]) != _per_template(paper["glue_mrpc"])
+
+
+def test_template_sampling_is_deterministic_with_the_seed(bench_config):
+    def ids(seed):
+        tasks, _ = read_sources(
+            bench_config.sources, load_task_map(bench_config.task_map), seed=seed
+        )
+        return {t.name: [i.id for i in t.instances] for t in tasks}
+
+    a, b, c = ids(1234), ids(1234), ids(7)
+    assert a == b and a != c
+    assert len(a["ag_news"]) == len(c["ag_news"]) == 40
+    assert a["task1290_xsum_summarization"] == c["task1290_xsum_summarization"]  # NI: untouched
+    for src in bench_config.sources:
+        src.template_sampling = "all"
+    assert len(ids(1234)["ag_news"]) == 120
+
+
+def test_jinja_and_flan_template_sampling_keep_one_per_record(tmp_path):
+    recs = tmp_path / "r.jsonl"
+    recs.write_text("".join(json.dumps({"x": f"r{i}", "y": f"y{i}"}) + "\n" for i in range(30)))
+    jinja = tmp_path / "j.yaml"
+    jinja.write_text(
+        "templates:\n"
+        + "".join(f'  - {{name: t{k}, jinja: "T{k} {{{{x}}}} ||| {{{{y}}}}"}}\n' for k in range(4))
+    )
+    flan = tmp_path / "f.yaml"
+    flan.write_text("templates:\n" + "".join(f'  - ["F{k} {{x}}", "{{y}}"]\n' for k in range(4)))
+    for read, tpl in ((read_jinja, jinja), (read_flan, flan)):
+        full = read(recs, tpl, task="t", benchmark="b")
+        paper = read(recs, tpl, task="t", benchmark="b", sampling="paper", seed=3)
+        assert len(full.instances) == 120 and len(paper.instances) == 30
+        counts = _per_template(paper)
+        assert len(counts) == 4 and sum(counts.values()) == 30
+        assert (
+            paper.instances
+            == read(recs, tpl, task="t", benchmark="b", sampling="paper", seed=3).instances
+        )
