@@ -19,7 +19,8 @@ from data_prep.render import DEMO_SEPARATOR, PAPER_DELIMITERS
 
 SOURCE_TYPES = ("niv2", "bigbench", "promptsource", "jinja", "flan", "jsonl", "text")
 DEFAULT_SEED = 1234
-# `sources[].template_sampling` of template sources (promptsource, jinja, flan), paper §4.1.
+# Sources whose tasks merge several templates; `sources[].template_sampling` (paper §4.1).
+TEMPLATE_SOURCES = ("promptsource", "jinja", "flan")
 TEMPLATE_SAMPLING = ("paper", "all")
 SPLITS_EVAL = ("heldout_category", "heldout_task", "heldout_instance")
 # Paper §4.3 / §5 (Table 5 "4/2/20/25/45/2/2" in the order CrossFit/ExMix/FLAN/NIV2/PS/T5/USKG).
@@ -63,10 +64,10 @@ class SourceConfig:
     """`niv2` / `promptsource` / `bigbench`: skip (and log) instances with an empty output instead of
     stopping (real T0 data has some, e.g. trec_fine_grained_open)."""
     template_sampling: str = "paper"
-    """`promptsource` / `jinja` / `flan`: `paper` (§4.1) merges a task's templates and keeps N
-    prompted instances drawn at random from the pool, N = the task's number of examples (for
-    applied PromptSource files, the largest template's count), so a task does not grow with its
-    number of templates; `all` keeps every template application. Seeded by the config's `seed`."""
+    """`promptsource` / `jinja` / `flan`: `paper` (§4.1): a training task keeps N of its prompted
+    instances, drawn at random from all its templates merged, N = its largest per-template
+    count, so a task does not grow with its number of templates (evaluation splits keep every
+    template); `all` keeps every template application. Seeded by the config's `seed`."""
 
     def validate(self) -> None:
         if self.type not in SOURCE_TYPES:

@@ -8,7 +8,8 @@ reading so the workers inherit the tasks; see `data_prep.workers`):
 
 1. read + map (main process; parsing costs about what pickling the result back would);
 2. normalized-input digests per task (workers; skipped when the config holds nothing out);
-3. splits and the exact-leak policy on the digests (main; dictionary work only);
+3. splits, template down-sampling of the train split (paper §4.1) and the exact-leak policy on
+   the digests (main; dictionary work only);
 4. per evaluation/validation task: its JSON line and its 13-gram hashes (workers); the main
    process writes the text files and sorts the n-grams into one index;
 5. per chunk of a training task: the evaluation instances it shares a 13-gram with (workers);
@@ -63,8 +64,9 @@ from data_prep.leak import (
 )
 from data_prep.mapping import load_task_map
 from data_prep.plan import PlannedJobs, SplitPlan, dataset_name
-from data_prep.readers import read_sources
+from data_prep.readers import read_all
 from data_prep.render import ShotPolicy
+from data_prep.sampling import sample_templates
 from data_prep.schema import Task, task_jsonl_line, write_jsonl_lines
 from data_prep.splits import EVAL_SPLITS, TRAIN, VALIDATION, BenchSplits, split_tasks
 from data_prep.tokenize import Job, RenderSpec, TokenizeStats, write_indexed_datasets
@@ -136,7 +138,8 @@ def build_bench(
     clock = _Clock()
 
     task_map = load_task_map(cfg.task_map)
-    tasks, train_only = read_sources(cfg.sources, task_map, seed=cfg.seed)
+    read = read_all(cfg.sources, task_map)
+    tasks, train_only = read.tasks, read.train_only
     log.info("read %d tasks, %d instances", len(tasks), sum(len(t.instances) for t in tasks))
     clock.lap("read")
 
@@ -145,6 +148,10 @@ def build_bench(
         digest = _digests(pool, tasks_h, tasks, cfg, progress)
         clock.lap("digest")
         splits = split_tasks(tasks, cfg.splits, train_only=train_only, digest=digest)
+        splits.splits[TRAIN] = [
+            sample_templates(t, seed=cfg.seed) if t.name in read.template_sampled else t
+            for t in splits[TRAIN]
+        ]
         splits.splits[TRAIN], leaks = enforce_leak_policy(
             splits[TRAIN], splits.evals(), cfg.leak.policy, digest=digest
         )

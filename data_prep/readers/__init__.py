@@ -3,9 +3,10 @@
 from __future__ import annotations
 
 import logging
+from dataclasses import dataclass, field
 from pathlib import Path
 
-from data_prep.config import DEFAULT_SEED, SourceConfig
+from data_prep.config import TEMPLATE_SOURCES, SourceConfig
 from data_prep.errors import DataError
 from data_prep.mapping import TaskMap
 from data_prep.readers.bigbench import read_bigbench
@@ -15,15 +16,12 @@ from data_prep.readers.promptsource import read_promptsource
 from data_prep.readers.templates import read_flan, read_jinja
 from data_prep.schema import Task
 
-__all__ = ["read_source", "read_sources"]
+__all__ = ["SourceTasks", "read_all", "read_source", "read_sources"]
 log = logging.getLogger(__name__)
 
 
-def read_source(src: SourceConfig, task_map: TaskMap, *, seed: int = DEFAULT_SEED) -> list[Task]:
-    """Read one collection into tasks (categories not yet applied).
-
-    `seed` seeds the per-task template down-sampling of template sources (`template_sampling`).
-    """
+def read_source(src: SourceConfig, task_map: TaskMap) -> list[Task]:
+    """Read one collection into tasks (categories not yet applied)."""
     path = Path(src.path)
     if not path.exists():
         raise DataError(f"{path}: no such file or folder (source type {src.type!r})")
@@ -34,24 +32,12 @@ def read_source(src: SourceConfig, task_map: TaskMap, *, seed: int = DEFAULT_SEE
     if src.type == "promptsource":
         datasets = src.datasets if src.datasets is not None else task_map.task_names(src.benchmark)
         return read_promptsource(
-            path,
-            datasets=datasets,
-            benchmark=src.benchmark,
-            skip_empty=src.skip_empty_outputs,
-            sampling=src.template_sampling,
-            seed=seed,
+            path, datasets=datasets, benchmark=src.benchmark, skip_empty=src.skip_empty_outputs
         )
-    if src.type in ("jinja", "flan"):
-        read = read_jinja if src.type == "jinja" else read_flan
-        task = read(
-            path,
-            Path(src.templates),
-            task=src.task,
-            benchmark=src.benchmark,
-            sampling=src.template_sampling,
-            seed=seed,
-        )
-        return [task]
+    if src.type == "jinja":
+        return [read_jinja(path, Path(src.templates), task=src.task, benchmark=src.benchmark)]
+    if src.type == "flan":
+        return [read_flan(path, Path(src.templates), task=src.task, benchmark=src.benchmark)]
     if src.type == "jsonl":
         return read_jsonl(
             path,
@@ -65,18 +51,34 @@ def read_source(src: SourceConfig, task_map: TaskMap, *, seed: int = DEFAULT_SEE
     raise DataError(f"unknown source type {src.type!r}")
 
 
-def read_sources(
-    sources: list[SourceConfig], task_map: TaskMap, *, seed: int = DEFAULT_SEED
-) -> tuple[list[Task], set[str]]:
+@dataclass
+class SourceTasks:
+    """Every task of every source, with what the sources say about them."""
+
+    tasks: list[Task]
+    train_only: set[str] = field(default_factory=set)
+    """Tasks never held out (`train_only` sources)."""
+    template_sampled: set[str] = field(default_factory=set)
+    """Tasks of template sources with `template_sampling: paper` (down-sampled in training)."""
+
+
+def read_sources(sources: list[SourceConfig], task_map: TaskMap) -> tuple[list[Task], set[str]]:
     """All tasks of all sources with categories applied; names must be unique.
 
-    Returns the tasks and the names of train-only tasks.
+    Returns the tasks and the names of train-only tasks (`read_all` says more).
     """
+    read = read_all(sources, task_map)
+    return read.tasks, read.train_only
+
+
+def read_all(sources: list[SourceConfig], task_map: TaskMap) -> SourceTasks:
+    """`read_sources`, plus which tasks get template down-sampling."""
     tasks: list[Task] = []
     train_only: set[str] = set()
+    sampled: set[str] = set()
     seen: dict[str, str] = {}
     for src in sources:
-        for task in read_source(src, task_map, seed=seed):
+        for task in read_source(src, task_map):
             if task.name in seen:
                 raise DataError(
                     f"task {task.name!r} is defined twice: {seen[task.name]} and {task.source}"
@@ -92,4 +94,6 @@ def read_sources(
             tasks.append(task_map.apply(task, default_category=src.category))
             if src.train_only:
                 train_only.add(task.name)
-    return tasks, train_only
+            if src.type in TEMPLATE_SOURCES and src.template_sampling == "paper":
+                sampled.add(task.name)
+    return SourceTasks(tasks, train_only, sampled)

@@ -1,10 +1,7 @@
 """PromptSource templates already applied: one JSONL per (dataset, template), `prompt`/`completion`.
 
 Files are named `<dataset>_<template>.jsonl`; all templates of one dataset form one task
-(instance-level instructions). With `sampling="paper"` (§4.1) the task keeps N of its prompted
-instances, drawn from all templates merged, N = the dataset's size: the applied collection has
-no raw-record ids, so N is the largest template file's instance count (a template applies to
-every record of its dataset; the paper drops the ones that do not). Both parts may contain "_", so the dataset is the longest
+(instance-level instructions). Both parts may contain "_", so the dataset is the longest
 known dataset name that prefixes the file name: known names come from the source config's
 `datasets` list or from the mapping file. Completions end in GPT-3's `<|endoftext|>`, stripped.
 """
@@ -17,7 +14,6 @@ from pathlib import Path
 
 from data_prep.errors import DataError, EmptyOutputError, where
 from data_prep.readers._io import iter_jsonl, outputs_list, require
-from data_prep.readers.sampling import ALL, PAPER, sample_prompted
 from data_prep.schema import Instance, Task
 
 log = logging.getLogger(__name__)
@@ -59,8 +55,6 @@ def read_promptsource(
     datasets: Iterable[str],
     benchmark: str = "promptsource",
     skip_empty: bool = False,
-    sampling: str = ALL,
-    seed: int = 0,
 ) -> list[Task]:
     datasets = list(datasets)
     files = [path] if path.is_file() else sorted(path.glob("*.jsonl"))
@@ -77,13 +71,9 @@ def read_promptsource(
         by_dataset.setdefault(ds, []).append(f)
     tasks = []
     for ds, ds_files in sorted(by_dataset.items()):
-        per_template = [read_promptsource_file(f, skip_empty=skip_empty) for f in ds_files]
-        instances = [inst for insts in per_template for inst in insts]
-        if sampling == PAPER:
-            n = max(len(insts) for insts in per_template)
-            instances = sample_prompted(
-                instances, n, task=ds, seed=seed, templates=len(per_template)
-            )
+        instances = [
+            inst for f in ds_files for inst in read_promptsource_file(f, skip_empty=skip_empty)
+        ]
         tasks.append(
             Task(
                 name=ds,

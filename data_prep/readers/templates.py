@@ -1,9 +1,7 @@
 """Templates over raw JSONL records: PromptSource-style Jinja and FLAN-style template lists.
 
 Every template is applied to every record, and all applications of one task's templates form
-one task (as in the applied PromptSource collection and FLAN's "all instantiations"). With
-`sampling="paper"` (§4.1) the task then keeps N of them, N = the number of records, drawn from
-all templates merged (`data_prep.readers.sampling`).
+one task (as in the applied PromptSource collection and FLAN's "all instantiations").
 
 PromptSource-style YAML::
 
@@ -29,7 +27,6 @@ import yaml
 
 from data_prep.errors import DataError, where
 from data_prep.readers._io import iter_jsonl, outputs_list
-from data_prep.readers.sampling import ALL, PAPER, sample_prompted
 from data_prep.schema import Instance, Task
 
 
@@ -43,15 +40,7 @@ def _load_yaml(path: Path) -> dict[str, Any]:
     return data
 
 
-def read_jinja(
-    records: Path,
-    templates: Path,
-    *,
-    task: str,
-    benchmark: str,
-    sampling: str = ALL,
-    seed: int = 0,
-) -> Task:
+def read_jinja(records: Path, templates: Path, *, task: str, benchmark: str) -> Task:
     import jinja2
     from jinja2.sandbox import SandboxedEnvironment
 
@@ -70,9 +59,7 @@ def read_jinja(
             raise DataError(f"{loc}: unreadable template (line {e.lineno}: {e.message})") from e
         compiled.append((name, body, choices))
     instances = []
-    n_records = 0
     for lineno, rec in iter_jsonl(records):
-        n_records += 1
         for name, body, choices_t in compiled:
             loc = f"{where(records, lineno)}: template {name!r}"
             try:
@@ -91,10 +78,6 @@ def read_jinja(
                 raise DataError(f"{loc}: rendered text has no '|||' between input and target")
             src, tgt = text.split("|||", 1)
             instances.append(_templated_instance(src, tgt, loc, options, f"{name}:{lineno}"))
-    if sampling == PAPER:
-        instances = sample_prompted(
-            instances, n_records, task=task, seed=seed, templates=len(compiled)
-        )
     return _instance_level_task(task, benchmark, instances, records)
 
 
@@ -128,15 +111,7 @@ def flan_options_block(options: list[str]) -> str:
     return "OPTIONS:\n- " + "\n- ".join(options)
 
 
-def read_flan(
-    records: Path,
-    templates: Path,
-    *,
-    task: str,
-    benchmark: str,
-    sampling: str = ALL,
-    seed: int = 0,
-) -> Task:
+def read_flan(records: Path, templates: Path, *, task: str, benchmark: str) -> Task:
     spec = _load_yaml(templates)
     options_field = spec.get("options_field")
     pairs = []
@@ -147,9 +122,7 @@ def read_flan(
             )
         pairs.append(tuple(t))
     instances = []
-    n_records = 0
     for lineno, rec in iter_jsonl(records):
-        n_records += 1
         options = None
         ctx = dict(rec)
         if options_field is not None:
@@ -167,8 +140,4 @@ def read_flan(
             except (ValueError, IndexError, KeyError) as e:
                 raise DataError(f"{templates}: templates[{i}] unreadable ({e})") from e
             instances.append(_templated_instance(src, tgt, loc, options, f"t{i}:{lineno}"))
-    if sampling == PAPER:
-        instances = sample_prompted(
-            instances, n_records, task=task, seed=seed, templates=len(pairs)
-        )
     return _instance_level_task(task, benchmark, instances, records)
