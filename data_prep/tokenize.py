@@ -7,8 +7,8 @@ examples are truncated from the left (prompt first) so the target and `</s>` sur
 
 Workers render and tokenize chunks of consecutive examples (HF `tokenizers` batch encoding
 without offsets, one thread per worker, a larger BPE word cache); the main process appends each
-chunk's tokens to its dataset with `data_prep.indexed.IndexedWriter` (whole arrays, no
-per-example Python work, no Megatron import).
+chunk's tokens to its dataset with `data_prep.indexed.IndexedWriter` (Megatron-Core's
+`IndexedDatasetBuilder`, one document per example, temp names until the dataset is complete).
 
 Determinism: each example's delimiter and demonstrations come from its own
 `random.Random(f"{seed}:{split}:{task}:{index}")`, so output bytes do not depend on how work is

@@ -1,4 +1,5 @@
-"""`IndexedWriter` writes exactly the bytes of Megatron-Core's `IndexedDatasetBuilder`."""
+"""`IndexedWriter` (chunks of examples into Megatron-Core's `IndexedDatasetBuilder`) writes the
+bytes of one `add_document` per example, under temp names until `finish`."""
 
 import numpy as np
 import pytest
@@ -52,5 +53,7 @@ def test_abort_and_bad_lengths(tmp_path):
     writer = IndexedWriter(tmp_path / "x")
     with pytest.raises(ValueError, match="2 per example"):
         writer.add(np.array([1, 2, 3], dtype=np.uint16), np.array([3], dtype=np.int32))
+    with pytest.raises(ValueError, match="sum to 4 but there are 3 tokens"):
+        writer.add(np.array([1, 2, 3], dtype=np.uint16), np.array([1, 3], dtype=np.int32))
     writer.abort()
     assert not list(tmp_path.iterdir())
