@@ -28,6 +28,14 @@ def record(name: str, value) -> None:
     print(json.dumps({name: value}), flush=True)
 
 
+def save_results(filename: str) -> None:
+    """Everything recorded so far, as one JSON file in $OUT (the device tool brings it back)."""
+    out = os.environ.get("OUT")
+    if out:
+        with open(os.path.join(out, filename), "w") as f:
+            json.dump(RESULTS, f, indent=2)
+
+
 def check(fn):
     try:
         fn()
@@ -311,10 +319,7 @@ def main():
         checks.append(opt13b_throughput)
     for fn in checks:
         check(fn)
-    out = os.environ.get("OUT")
-    if out:
-        with open(os.path.join(out, "gpu_check.json"), "w") as f:
-            json.dump(RESULTS, f, indent=2)
+    save_results("gpu_check.json")
 
 
 if __name__ == "__main__":

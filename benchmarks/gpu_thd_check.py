@@ -11,12 +11,14 @@ packed tokens (no ``cu_seqlens``) must differ clearly. Prints one JSON object.
 
 from __future__ import annotations
 
-import json
-import os
-
 import numpy as np
 import torch
-from gpu_check import _debug_model, init_single_rank  # the other GPU checks' opt-debug
+from gpu_check import (  # the other GPU checks' opt-debug
+    _debug_model,
+    init_single_rank,
+    record,
+    save_results,
+)
 
 
 def packed_samples(num_rows: int, seq: int, seed: int = 0) -> list[dict[str, np.ndarray]]:
@@ -84,11 +86,8 @@ def main() -> None:
         "thd_vs_local_block_mask_max_abs": float((out_thd - out_local).abs().max()),
         "causal_only_vs_alone_max_abs": causal_diff,
     }
-    print(json.dumps({"te_thd_packed_logits": result}), flush=True)
-    out = os.environ.get("OUT")
-    if out:
-        with open(os.path.join(out, "gpu_thd_check.json"), "w") as f:
-            json.dump(result, f, indent=2)
+    record("te_thd_packed_logits", result)
+    save_results("gpu_thd_check.json")
 
 
 if __name__ == "__main__":
