@@ -8,7 +8,9 @@ no pool: work runs in the calling process on the same values.
 
 Workers must be forked, not spawned: they rely on inheriting the parent's state, including
 Python's per-process string-hash salt (the n-gram overlap check compares `hash()` values made
-in different workers).
+in different workers). A worker that dies (killed, out of memory) fails the build with an error
+instead of hanging it (`concurrent.futures` notices a dead process; `multiprocessing.Pool`
+waits forever).
 """
 
 from __future__ import annotations
@@ -20,6 +22,8 @@ import pickle
 import shutil
 import tempfile
 from collections.abc import Callable, Iterable, Iterator
+from concurrent.futures import ProcessPoolExecutor
+from concurrent.futures.process import BrokenProcessPool
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -67,7 +71,11 @@ class WorkerPool:
         self._keys: list[str] = []
         self._tmp: Path | None = None
         self.inherited = {name: self._put(name, value) for name, value in inherit.items()}
-        self._pool = mp.get_context("fork").Pool(workers, _init_worker) if workers > 1 else None
+        self._pool = (
+            ProcessPoolExecutor(workers, mp.get_context("fork"), initializer=_init_worker)
+            if workers > 1
+            else None
+        )
 
     def _put(self, name: str, value: Any) -> Shared:
         key = f"{name}#{next(_COUNTER)}"
@@ -91,12 +99,11 @@ class WorkerPool:
         """`fn` over `items`, results in submission order (items are handed out one at a time)."""
         if self._pool is None:
             return map(fn, items)
-        return self._pool.imap(fn, items, chunksize=1)
+        return _reraise_broken(self._pool.map(fn, items, chunksize=1))
 
     def close(self) -> None:
         if self._pool is not None:
-            self._pool.terminate()
-            self._pool.join()
+            self._pool.shutdown(wait=True, cancel_futures=True)
             self._pool = None
         if self._tmp is not None:
             shutil.rmtree(self._tmp, ignore_errors=True)
@@ -110,6 +117,16 @@ class WorkerPool:
 
     def __exit__(self, *exc: object) -> None:
         self.close()
+
+
+def _reraise_broken(results: Iterator[Any]) -> Iterator[Any]:
+    try:
+        yield from results
+    except BrokenProcessPool as e:
+        raise RuntimeError(
+            "a data_prep worker process died (killed, or out of memory?); nothing was renamed "
+            "into place: rerun, or use fewer `tokenize.workers`"
+        ) from e
 
 
 def progress_bar(total: int, desc: str, enabled: bool):

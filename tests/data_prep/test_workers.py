@@ -32,3 +32,15 @@ def test_inherited_and_shared_values_reach_the_workers(workers):
 def test_bad_worker_count():
     with pytest.raises(ValueError, match="workers=0"):
         WorkerPool(0)
+
+
+def _die_on_two(k):
+    if k == 2:
+        os.kill(os.getpid(), 9)  # as the OOM killer would
+    return k
+
+
+@pytest.mark.timeout(60)
+def test_a_killed_worker_fails_the_build_instead_of_hanging():
+    with WorkerPool(2) as pool, pytest.raises(RuntimeError, match="worker process died"):
+        list(pool.imap(_die_on_two, range(6)))
