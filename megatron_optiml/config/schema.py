@@ -284,6 +284,13 @@ class ModelConfig:
     """Layers per recompute group (full)."""
     answer_only_loss: bool = True
     """Loss on target tokens only (OPT-IML's label loss); always on here."""
+    fp8_recipe: Literal["delayed", "tensorwise", "blockwise", "mxfp8"] = "delayed"
+    """With ``trainer.precision=fp8``: TE's scaling recipe (Megatron-Core ``fp8_recipe``):
+    delayed (amax history), tensorwise (current scaling), blockwise (Hopper), mxfp8 (Blackwell)."""
+    fp8_amax_history_len: int = 1
+    """Delayed scaling: amax history length (Megatron-LM's default 1; NeMo 1 used 1024)."""
+    fp8_amax_compute_algo: Literal["most_recent", "max"] = "most_recent"
+    """Delayed scaling: scale from the most recent amax or the max over the history."""
     data: DataConfig = field(default_factory=DataConfig)
     """``model.data``."""
     optim: OptimConfig = field(default_factory=OptimConfig)
@@ -298,6 +305,7 @@ class ModelConfig:
             "pipeline_model_parallel_size",
             "micro_batch_size",
             "global_batch_size",
+            "fp8_amax_history_len",
         ):
             _require(getattr(self, key) >= 1, f"model.{key}", getattr(self, key), "must be >= 1")
         if self.virtual_pipeline_model_parallel_size is not None:

@@ -137,7 +137,12 @@ class Trainer:
                 extra["recompute_method"] = m.activations_checkpoint_method
                 extra["recompute_num_layers"] = m.activations_checkpoint_num_layers
         if t.fp8:
-            extra.update(fp8="hybrid", fp8_recipe="delayed")
+            extra.update(
+                fp8="hybrid",  # E4M3 forward, E5M2 gradients
+                fp8_recipe=m.fp8_recipe,
+                fp8_amax_history_len=m.fp8_amax_history_len,
+                fp8_amax_compute_algo=m.fp8_amax_compute_algo,
+            )
         if torch.cuda.is_available():
             # Fused kernels where the device has them: bias-dropout-add is a TorchScript fusion;
             # the masked softmax kernel is a compiled extension (Megatron-LM/apex build).

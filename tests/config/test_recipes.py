@@ -1,10 +1,12 @@
 """Every YAML recipe in the repo loads and validates; bad values name the field."""
 
+import typing
 from pathlib import Path
 
 import pytest
 
 from megatron_optiml.config import ConfigError, RunConfig, config_from_dict, load_run_config
+from megatron_optiml.config.schema import ModelConfig
 
 ROOT = Path(__file__).resolve().parents[2]
 RECIPES = sorted((ROOT / "examples").rglob("recipes/*.yaml"))
@@ -87,6 +89,7 @@ def _with(**model):
         (dict(trainer__precision="fp8"), "trainer.precision='fp8': FP8 needs a GPU"),
         (dict(trainer__precision="16"), "fp16 with dynamic loss scaling is not wired"),
         (dict(hidden_dropout=1.5), "model.hidden_dropout=1.5"),
+        (dict(fp8_amax_history_len=0), "model.fp8_amax_history_len=0: must be >= 1"),
     ],
 )
 def test_cross_field_checks_name_field_and_value(kwargs, message):
@@ -106,3 +109,24 @@ def test_fp8_without_te_on_a_gpu():
     cfg = _with(trainer__precision="fp8")
     with pytest.raises(ValueError, match="FP8 needs NVIDIA Transformer Engine"):
         cfg.validate(cuda_available=True, have_te=False)
+
+
+def test_fp8_recipe_options():
+    cfg = load_run_config(
+        None,
+        [
+            "model.data.blend_path=x.json",
+            "model.fp8_recipe=tensorwise",
+            "model.fp8_amax_history_len=1024",
+            "model.fp8_amax_compute_algo=max",
+        ],
+    )
+    assert (cfg.model.fp8_recipe, cfg.model.fp8_amax_history_len) == ("tensorwise", 1024)
+    assert cfg.model.fp8_amax_compute_algo == "max"
+    # Megatron-Core accepts every recipe we offer (its Fp8Recipe enum), so none fails late.
+    from megatron.core.enums import Fp8Recipe
+
+    choices = typing.get_args(typing.get_type_hints(ModelConfig)["fp8_recipe"])
+    assert set(choices) <= {r.value for r in Fp8Recipe}
+    with pytest.raises(ConfigError, match=r"model.fp8_recipe='e4m3': expected one of \['delayed'"):
+        load_run_config(None, ["model.fp8_recipe=e4m3"])
