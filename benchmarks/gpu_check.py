@@ -158,7 +158,7 @@ def _opt_throughput(transformer_impl: str, fp8_recipe: str | None) -> dict:
     from megatron_optiml.models.opt import build_opt_model, build_transformer_config, get_flavor
     from megatron_optiml.planning.flops import step_flops
     from megatron_optiml.planning.hardware import ClusterSpec
-    from megatron_optiml.planning.layout import PlanInput
+    from megatron_optiml.planning.measure import gpu_step_plan_input
     from megatron_optiml.planning.plan import make_plan
     from megatron_optiml.training.step import forward_step
 
@@ -255,17 +255,13 @@ def _opt_throughput(transformer_impl: str, fp8_recipe: str | None) -> dict:
     gpu = "h200-141gb" if "h200" in name else "h100-80gb"
     cluster = ClusterSpec.from_gpu(gpu, num_nodes=1, gpus_per_node=1)
     plan = make_plan(
-        PlanInput(
-            arch=arch,
-            global_batch_size=gbs,
+        gpu_step_plan_input(
+            arch,
             micro_batch_size=mbs,
+            microbatches=nmb,
             seq_length=seq,
-            precision="fp8" if fp8_recipe else "bf16",
-            use_distributed_optimizer=True,
-            recompute="selective",
             transformer_impl=transformer_impl,
-            hidden_dropout=0.1,
-            attention_dropout=0.1,
+            fp8=fp8_recipe is not None,
         ),
         cluster,
     )

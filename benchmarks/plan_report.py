@@ -119,7 +119,11 @@ def planning_tables(mfu: float, verbose: bool) -> None:
 
 
 def measured_vs_predicted(dp2: bool) -> None:
-    from megatron_optiml.planning.measure import measure_tiny_run, tiny_run_worker
+    from megatron_optiml.planning.measure import (
+        measure_tiny_run,
+        tiny_run_plan_input,
+        tiny_run_worker,
+    )
     from megatron_optiml.testing.distributed import free_port, run_distributed
 
     os.environ.update(WORLD_SIZE="1", RANK="0", MASTER_ADDR="127.0.0.1")
@@ -143,15 +147,12 @@ def measured_vs_predicted(dp2: bool) -> None:
                     hidden_dropout=dropout,
                     measure_peak=True,
                 )
-                inp = PlanInput(
-                    arch=arch,
-                    micro_batch_size=b,
-                    global_batch_size=b,
+                inp = tiny_run_plan_input(
+                    arch,
                     seq_length=s,
-                    transformer_impl="local",
+                    micro_batch_size=b,
                     recompute=recompute,
                     hidden_dropout=dropout,
-                    use_distributed_optimizer=False,
                 )
                 st = make_plan(inp, one_gpu).stages[0]
                 # What the forward saves, and the peak with the backward's working set.

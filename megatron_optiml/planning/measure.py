@@ -19,6 +19,8 @@ from typing import Any
 
 import torch
 
+from megatron_optiml.planning.layout import PlanInput
+
 
 def _storage_key(t: torch.Tensor) -> tuple[int, int]:
     s = t.untyped_storage()
@@ -162,6 +164,56 @@ class TinyRunMeasurement:
     peak_bytes: int | None = None
     """Peak of the bytes one micro-batch's forward + backward added on top of the model
     states (``measure_peak=True``): stored activations plus the backward's working set."""
+
+
+def tiny_run_plan_input(
+    arch: Any,
+    *,
+    seq_length: int,
+    micro_batch_size: int,
+    recompute: str = "none",
+    hidden_dropout: float = 0.1,
+    use_distributed_optimizer: bool = False,
+    data_parallel: int = 1,
+) -> PlanInput:
+    """The planner's description of a :func:`measure_tiny_run` on ``data_parallel`` ranks:
+    local spec (unfused attention, what runs on CPU), BF16, attention dropout 0."""
+    return PlanInput(
+        arch=arch,
+        micro_batch_size=micro_batch_size,
+        global_batch_size=micro_batch_size * data_parallel,
+        seq_length=seq_length,
+        transformer_impl="local",
+        recompute=recompute,
+        hidden_dropout=hidden_dropout,
+        use_distributed_optimizer=use_distributed_optimizer,
+    )
+
+
+def gpu_step_plan_input(
+    arch: Any,
+    *,
+    micro_batch_size: int,
+    microbatches: int,
+    seq_length: int,
+    transformer_impl: str = "local",
+    fp8: bool = False,
+) -> PlanInput:
+    """The planner's description of ``benchmarks/gpu_check.py``'s timed step on one GPU: BF16
+    (FP8 GEMMs with ``fp8``), distributed optimizer, selective recompute, hidden and attention
+    dropout 0.1."""
+    return PlanInput(
+        arch=arch,
+        global_batch_size=micro_batch_size * microbatches,
+        micro_batch_size=micro_batch_size,
+        seq_length=seq_length,
+        precision="fp8" if fp8 else "bf16",
+        use_distributed_optimizer=True,
+        recompute="selective",
+        transformer_impl=transformer_impl,
+        hidden_dropout=0.1,
+        attention_dropout=0.1,
+    )
 
 
 def measure_tiny_run(

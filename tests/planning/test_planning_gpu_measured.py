@@ -14,7 +14,8 @@ from pathlib import Path
 import pytest
 
 from megatron_optiml.models.opt import get_flavor
-from megatron_optiml.planning import GIB, ClusterSpec, PlanInput, make_plan
+from megatron_optiml.planning import GIB, ClusterSpec, make_plan
+from megatron_optiml.planning.measure import gpu_step_plan_input
 from megatron_optiml.planning.memory import backward_moments
 
 BENCH = Path(__file__).resolve().parents[2] / "benchmarks"
@@ -29,19 +30,14 @@ def record():
 
 
 def h200_plan(record, flavor: str = "opt-1.3b"):
-    # Exactly the PlanInput gpu_check.py builds.
-    mbs, seq, m = record["micro_batch"], record["seq"], record["microbatches"]
-    inp = PlanInput(
-        arch=get_flavor(flavor),
-        global_batch_size=mbs * m,
-        micro_batch_size=mbs,
-        seq_length=seq,
-        precision="fp8" if record.get("fp8_recipe") else "bf16",
-        use_distributed_optimizer=True,
-        recompute="selective",
+    # The PlanInput gpu_check.py builds for its timed step.
+    inp = gpu_step_plan_input(
+        get_flavor(flavor),
+        micro_batch_size=record["micro_batch"],
+        microbatches=record["microbatches"],
+        seq_length=record["seq"],
         transformer_impl=record.get("transformer_impl", "local"),
-        hidden_dropout=0.1,
-        attention_dropout=0.1,
+        fp8=bool(record.get("fp8_recipe")),
     )
     return make_plan(inp, ClusterSpec.from_gpu("h200-141gb", num_nodes=1, gpus_per_node=1))
 

@@ -9,8 +9,12 @@ backward (``record_peak``: stored activations plus the backward's working set).
 import pytest
 
 from megatron_optiml.models.opt.flavors import OPTArch, get_flavor
-from megatron_optiml.planning import ClusterSpec, PlanInput, make_plan
-from megatron_optiml.planning.measure import measure_tiny_run, tiny_run_worker
+from megatron_optiml.planning import ClusterSpec, make_plan
+from megatron_optiml.planning.measure import (
+    measure_tiny_run,
+    tiny_run_plan_input,
+    tiny_run_worker,
+)
 from megatron_optiml.planning.memory import stage_activation_terms, stage_stored_terms
 from megatron_optiml.testing.distributed import free_port, run_distributed
 
@@ -28,14 +32,13 @@ SEQ, MBS = 128, 2
 
 
 def predicted(arch, recompute, *, gpus=1, distributed=False, seq=SEQ, mbs=MBS):
-    inp = PlanInput(
-        arch=arch,
-        micro_batch_size=mbs,
-        global_batch_size=mbs * gpus,
+    inp = tiny_run_plan_input(
+        arch,
         seq_length=seq,
-        transformer_impl="local",  # what runs on CPU: unfused attention
+        micro_batch_size=mbs,
         recompute=recompute,
         use_distributed_optimizer=distributed,
+        data_parallel=gpus,
     )
     stage = make_plan(inp, ClusterSpec.from_gpu("h100-80gb", gpus_per_node=gpus)).stages[0]
     # What the forward saves; the backward's working set comes on top (see the peak test).
@@ -43,15 +46,7 @@ def predicted(arch, recompute, *, gpus=1, distributed=False, seq=SEQ, mbs=MBS):
 
 
 def predicted_peak(arch, recompute, *, seq, mbs):
-    inp = PlanInput(
-        arch=arch,
-        micro_batch_size=mbs,
-        global_batch_size=mbs,
-        seq_length=seq,
-        transformer_impl="local",
-        recompute=recompute,
-        use_distributed_optimizer=False,
-    )
+    inp = tiny_run_plan_input(arch, seq_length=seq, micro_batch_size=mbs, recompute=recompute)
     terms = stage_activation_terms(inp, 1, "first")
     return terms, sum(terms.values())
 
