@@ -4,10 +4,12 @@ from __future__ import annotations
 
 import argparse
 import logging
+from pathlib import Path
 
 from data_prep.config import load_config
 from data_prep.errors import DataError
 from data_prep.pipeline import build_bench
+from megatron_optiml.utils.disk import no_space_error, no_space_message
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
@@ -49,6 +51,12 @@ def main(argv: list[str] | None = None) -> int:
         build_bench(cfg, args.out, progress=not args.no_progress)
     except (DataError, ValueError, FileExistsError) as e:
         log.error("%s", e)
+        return 1
+    except OSError as e:
+        # build_bench already removed <out>.partial; an earlier build in --out is untouched.
+        full = no_space_error(e)
+        out = Path(args.out).resolve()
+        log.error("%s", no_space_message(full, f"{out}.partial") if full else e)
         return 1
     return 0
 

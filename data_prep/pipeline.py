@@ -135,6 +135,17 @@ def build_bench(
     if stage.exists():
         shutil.rmtree(stage)  # leftovers of a killed run
     stage.mkdir(parents=True)
+    try:
+        return _build_into(stage, out, cfg, progress)
+    except BaseException:
+        # A failed build (bad input, full disk, Ctrl-C) leaves nothing behind; an earlier
+        # complete build in `out` is only ever replaced by the final rename.
+        shutil.rmtree(stage, ignore_errors=True)
+        raise
+
+
+def _build_into(stage: Path, out: Path, cfg: BenchConfig, progress: bool) -> BuildResult:
+    """Write the whole build into `stage`, then rename it to `out`."""
     clock = _Clock()
 
     task_map = load_task_map(cfg.task_map)
