@@ -51,6 +51,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--max-new-tokens", type=int, default=d.max_new_tokens)
     p.add_argument("--length-norm", choices=LENGTH_NORMS, default=d.length_norm)
     p.add_argument("--score-eos", action="store_true", help="score the </s> after each option")
+    p.add_argument(
+        "--prepend-bos",
+        action="store_true",
+        help="put BOS (</s>) before each prompt, as lm-evaluation-harness / HF's OPT tokenizer "
+        "do (default: none, as OPT-IML was trained)",
+    )
     p.add_argument("--generation-metric", choices=GENERATION_METRICS, default=d.generation_metric)
     p.add_argument("--demo-source", choices=DEMO_SOURCES, default=d.demo_source)
     p.add_argument(
@@ -82,6 +88,7 @@ def main(argv: list[str] | None = None) -> int:
         max_new_tokens=args.max_new_tokens,
         length_norm=args.length_norm,
         score_eos=args.score_eos,
+        prepend_bos=args.prepend_bos,
         generation_metric=args.generation_metric,
         delimiter=args.delimiter.replace("\\n", "\n"),  # "\nAnswer:" typed in a shell
         demo_source=args.demo_source,

@@ -29,6 +29,10 @@ class EvalConfig:
     the option's `token` count or `char` length. All three accuracies are recorded."""
     score_eos: bool = False
     """Also score the `</s>` that closes each option (training targets end in it)."""
+    prepend_bos: bool = False
+    """Put OPT's BOS (`</s>`, id 2) before every prompt, as HF's OPT tokenizer and so
+    lm-evaluation-harness do. Off by default: OPT-IML was fine-tuned without it (metaseq),
+    and data_prep's training examples have none."""
     generation_metric: str = "rougeL"
     """Headline metric of generation tasks: `rougeL` (F1) or `exact_match`; both are recorded."""
     delimiter: str = DEFAULT_DELIMITER

@@ -140,7 +140,9 @@ def evaluate_model(
                         if inst.options:
                             mc.append(_option_request(ctx, cfg, max_pos))
                         else:
-                            prompt = fit_prompt(encode(ex.prompt), cfg.max_new_tokens, max_pos)
+                            prompt = fit_prompt(
+                                encode(ex.prompt), cfg.max_new_tokens, max_pos, bos=cfg.prepend_bos
+                            )
                             pending.append((ctx, prompt))
         scored: list[tuple[int, InstanceResult, dict]] = []
         # Rank classification in batches of similar prompt length (less padding).
@@ -208,7 +210,8 @@ def _option_request(ctx: dict, cfg: EvalConfig, max_pos: int):
     """(context, prompt ids, option ids, option texts): options tokenized as training targets."""
     targets = [render_target(ctx["prompt"], o) for o in ctx["inst"].options]
     option_ids = [encode(t) + ([EOS_ID] if cfg.score_eos else []) for t in targets]
-    prompt = fit_prompt(encode(ctx["prompt"]), max(len(o) for o in option_ids), max_pos)
+    room = max(len(o) for o in option_ids)
+    prompt = fit_prompt(encode(ctx["prompt"]), room, max_pos, bos=cfg.prepend_bos)
     return ctx, prompt, option_ids, targets
 
 

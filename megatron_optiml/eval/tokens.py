@@ -4,7 +4,8 @@ data_prep/tokenize.py encodes the prompt and the target separately with OPT's to
 target keeps the leading space `render_target` gives it), adds no BOS, appends `</s>` to the
 target, and cuts over-long examples from the left. Evaluation reuses those pieces
 (`cached_opt_tokenizer`, `EOS_ID`, `truncate_left`), so a prompt scored here is token for token
-the prompt the model was trained on.
+the prompt the model was trained on. `fit_prompt(..., bos=True)` puts OPT's BOS in front, as
+HF's OPT tokenizer (and so lm-evaluation-harness) does, for comparing numbers with those tools.
 """
 
 from __future__ import annotations
@@ -14,7 +15,10 @@ from collections.abc import Sequence
 from data_prep.tokenize import EOS_ID, truncate_left
 from megatron_optiml.tokenizer import PAD_ID, cached_opt_tokenizer
 
-__all__ = ["EOS_ID", "PAD_ID", "decode", "encode", "fit_prompt"]
+__all__ = ["BOS_ID", "EOS_ID", "PAD_ID", "decode", "encode", "fit_prompt"]
+
+# OPT's BOS is its EOS, `</s>` (id 2): HF's OPT tokenizer prepends it to every text.
+BOS_ID = EOS_ID
 
 
 def encode(text: str) -> list[int]:
@@ -27,9 +31,11 @@ def decode(ids: Sequence[int]) -> str:
     return cached_opt_tokenizer().decode(list(ids), skip_special_tokens=True)
 
 
-def fit_prompt(prompt: list[int], room: int, max_positions: int) -> list[int]:
-    """`prompt` cut from the left so `room` more tokens (targets or generation) still fit."""
-    if room >= max_positions:
+def fit_prompt(prompt: list[int], room: int, max_positions: int, *, bos: bool = False) -> list[int]:
+    """`prompt` cut from the left so `room` more tokens (targets or generation) still fit;
+    with `bos`, `[BOS_ID]` + the prompt, the BOS kept when the prompt is cut."""
+    extra = 1 if bos else 0
+    if room + extra >= max_positions:
         raise ValueError(f"{room} target/generation tokens leave no room in {max_positions}")
-    kept, _, _ = truncate_left(prompt, [0] * room, max_positions)
-    return kept
+    kept, _, _ = truncate_left(prompt, [0] * room, max_positions - extra)
+    return [BOS_ID] + kept if bos else kept
