@@ -17,7 +17,9 @@ from megatron_optiml.tokenizer import PAD_ID, cached_opt_tokenizer
 
 __all__ = ["BOS_ID", "EOS_ID", "PAD_ID", "decode", "encode", "fit_prompt"]
 
-# OPT's BOS is its EOS, `</s>` (id 2): HF's OPT tokenizer prepends it to every text.
+# OPT's BOS is its EOS, `</s>` (id 2): HF's OPT tokenizer (bos_token='</s>') prepends it to
+# every text. Not the dictionary's `<s>` (id 0, `megatron_optiml.tokenizer.BOS_ID`), which OPT
+# never feeds.
 BOS_ID = EOS_ID
 
 
