@@ -2,11 +2,18 @@
 
 from setuptools import find_packages, setup
 
-# torch is pinned to the CPU build that lies on local disk for these machines; a looser range
-# would let pip pull a multi-GB CUDA build. Clusters install their own torch first (see README).
+# Two supported stacks, chosen by the Python version (README, "Which stack where"):
+# - Python 3.11: megatron-core 0.16.1 (the newest release for 3.11) with torch 2.13.0, the CPU
+#   build that lies on local disk for these machines (a looser range would let pip pull a
+#   multi-GB CUDA build);
+# - Python 3.12+: megatron-core 0.19.x (what GPU clusters run) with the torch the registry
+#   serves for it (a CUDA build, which also runs on CPU). Clusters install their torch first.
+# Version-dependent code lives in megatron_optiml/compat.py, keyed on the installed version.
 INSTALL_REQUIRES = [
-    "torch==2.13.0",
-    "megatron-core==0.16.1",
+    "torch==2.13.0; python_version < '3.12'",
+    "torch>=2.6; python_version >= '3.12'",
+    "megatron-core==0.16.1; python_version < '3.12'",
+    "megatron-core>=0.19,<0.20; python_version >= '3.12'",
     "numpy",
     "psutil",  # dist_checkpointing's torch_dist writer needs it and does not declare it
     "transformers>=5,<6",
@@ -25,7 +32,7 @@ setup(
     name="megatron_optiml",
     version="0.1.0",
     description="OPT-IML instruction meta-learning on NVIDIA Megatron-Core",
-    python_requires=">=3.11",
+    python_requires=">=3.11,<3.13",
     packages=find_packages(include=["megatron_optiml*", "data_prep*", "checkpoints_conversion*"]),
     package_data={"megatron_optiml": ["assets/**/*"]},
     include_package_data=True,

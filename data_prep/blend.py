@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import json
 import logging
+import math
 import os
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
@@ -65,12 +66,13 @@ def blend_weights(
         log.info(
             "benchmarks with a share but no data (their share is dropped): %s", ", ".join(missing)
         )
-    rest = max(0.0, 1.0 - sum(listed.values()))
+    rest = max(0.0, 1.0 - math.fsum(listed.values()))
     target = {b: listed.get(b, mass[b] * rest) for b in present}
     w = [
         pi * target[e.benchmark] / mass[e.benchmark] if pi > 0 else 0.0 for e, pi in zip(entries, p)
     ]
-    s = sum(w)
+    # math.fsum, not sum(): sum() of floats rounds differently on Python 3.11 and 3.12.
+    s = math.fsum(w)
     if s == 0:
         raise ValueError("blend: every benchmark present has share 0")
     return [x / s for x in w]
@@ -129,13 +131,17 @@ def blend_per_split(path: str | os.PathLike) -> list[tuple[list[str], list[float
 def summary_rows(entries: Sequence[DatasetEntry], weights: Sequence[float], key: str) -> list[dict]:
     """Per-benchmark or per-category totals: tasks, examples, tokens, weight."""
     rows: dict[str, dict] = {}
+    parts: dict[str, list[float]] = {}
     for e, w in zip(entries, weights):
         k = getattr(e, key)
         r = rows.setdefault(k, {key: k, "tasks": 0, "examples": 0, "tokens": 0, "weight": 0.0})
         r["tasks"] += 1
         r["examples"] += e.num_examples
         r["tokens"] += e.num_tokens
-        r["weight"] += w
+        parts.setdefault(k, []).append(w)
+    for k, r in rows.items():
+        # Exactly rounded, then to blend.json's 12 digits: the same bytes on every Python.
+        r["weight"] = round(math.fsum(parts[k]), 12)
     return [rows[k] for k in sorted(rows)]
 
 
@@ -146,7 +152,8 @@ def format_table(rows: Sequence[dict], key: str) -> str:
         lines.append(
             f"| {r[key]} | {r['tasks']} | {r['examples']:,} | {r['tokens']:,} | {r['weight']:.4f} |"
         )
-    t = {f: sum(r[f] for r in rows) for f in ("tasks", "examples", "tokens", "weight")}
+    t = {f: sum(r[f] for r in rows) for f in ("tasks", "examples", "tokens")}
+    t["weight"] = math.fsum(r["weight"] for r in rows)
     lines.append(
         f"| **total** | {t['tasks']} | {t['examples']:,} | {t['tokens']:,} | {t['weight']:.4f} |"
     )

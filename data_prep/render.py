@@ -25,6 +25,7 @@ empty prompt (plain pre-training text) gets no delimiter and no added space.
 
 from __future__ import annotations
 
+import math
 import random
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -134,7 +135,7 @@ def zipf_probabilities(a: float, max_k: int) -> list[float]:
     if max_k < 0:
         raise ValueError(f"max_k={max_k!r} must be >= 0")
     weights = [1.0 / (rank**a) for rank in range(1, max_k + 2)]
-    total = sum(weights)
+    total = math.fsum(weights)  # the same on every Python (sum() changed in 3.12)
     return [w / total for w in weights]
 
 

@@ -8,26 +8,9 @@ Instead of re-implementing the ~14 Megatron functions that hard-code CUDA, this 
 those few entry points at runtime, in-process, and only when CUDA is absent. With a GPU,
 :func:`install` does nothing. No Megatron source file is edited.
 
-Patch points, megatron-core 0.16.1 (file:line of the call sites that need them; re-check on
-upgrade, see ``PATCH_POINTS``):
-
-* ``device="cuda"`` / int device -> CPU (a ``TorchFunctionMode``): ``utils.py:628`` (GlobalMemoryBuffer),
-  ``transformer/utils.py:35`` (causal mask), ``distributed/param_and_grad_buffer.py:797-806``,
-  ``optimizer/clip_grads.py:103,174``, ``optimizer/optimizer.py:481,485,907``,
-  ``pipeline_parallel/p2p_communication.py:310-321``, ``pipeline_parallel/schedules.py:596,2138``,
-  ``tensor_parallel/mappings.py:91``, ``dist_checkpointing/strategies/state_dict_saver.py:251``.
-* ``Tensor.cuda()`` -> identity: ``models/common/language_module/language_module.py:244``.
-* ``Tensor.type()`` reports ``torch.cuda.*``: ``optimizer/clip_grads.py:167``,
-  ``optimizer/optimizer.py:671``, ``optimizer/distrib_optimizer.py:361,420,582``.
-* ``torch.cuda.current_device`` -> 0 and ``torch.cuda.synchronize`` -> no-op:
-  ``utils.py:631``, ``pipeline_parallel/p2p_communication.py:398``,
-  ``dist_checkpointing/strategies/filesystem_async.py:230``.
-* Custom autograd ``Function.backward`` runs with an empty torch-function-mode stack, so the
-  mode is re-entered around it (``torch.autograd.function.BackwardCFunction.apply``); hit by
-  ``tensor_parallel/layers.py:551`` (sequence-parallel all-gather buffer in the backward).
-* CUDA RNG -> CPU generator: ``torch.cuda.get_rng_state/set_rng_state/manual_seed`` and
-  ``tensor_parallel/random.py`` ``_get_cuda_rng_state`` (:41) / ``_set_cuda_rng_state`` (:72),
-  used by ``CudaRNGStatesTracker`` (:235-278) and ``model_parallel_cuda_manual_seed`` (:422).
+Patch points: the names are :data:`PATCH_POINTS`; which ones a Megatron-Core line needs, and
+the call sites (file:line) behind each, are in :mod:`megatron_optiml.backend.compat`
+(``CPU_PATCH_POINTS``), the one place that knows about versions.
 """
 
 from __future__ import annotations
@@ -41,7 +24,8 @@ from torch.overrides import TorchFunctionMode
 
 logger = logging.getLogger(__name__)
 
-# Named patch points, checked by tests so an upgrade of megatron-core shows what moved.
+# Every patch point this shim knows; compat.cpu_patch_points() says which the installed
+# Megatron-Core needs (tests exercise each of those, so an upgrade shows what moved).
 PATCH_POINTS = {
     "device": "TorchFunctionMode maps device='cuda'/int devices to cpu",
     "tensor_cuda": "Tensor.cuda() returns self",
@@ -50,6 +34,7 @@ PATCH_POINTS = {
     "synchronize": "torch.cuda.synchronize() -> no-op",
     "rng": "CUDA RNG state calls use the CPU generator",
     "backward": "the mode is re-entered inside custom autograd Function.backward",
+    "current_stream": "torch.cuda.current_stream() returns the CPU stream (no-op waits)",
 }
 
 _INSTALLED = False
@@ -116,6 +101,11 @@ def _manual_seed(seed: int) -> None:
     torch.default_generator.manual_seed(int(seed))
 
 
+def _current_stream(device=None) -> torch.cpu.Stream:
+    HITS["current_stream"] += 1
+    return torch.cpu.current_stream()
+
+
 def _wrap_backward_apply(orig_apply):
     def apply(self, *args):
         if torch.overrides._get_current_function_mode_stack():
@@ -148,6 +138,11 @@ def install(force: bool = False) -> bool:
             return False
         from megatron.core.tensor_parallel import random as mcore_random
 
+        from megatron_optiml.backend import compat
+
+        compat.check_supported()
+        points = compat.cpu_patch_points()
+
         torch.cuda.current_device = _current_device
         torch.cuda.synchronize = _synchronize
         torch.cuda.get_rng_state = _get_rng_state
@@ -157,6 +152,8 @@ def install(force: bool = False) -> bool:
         torch.cuda.random.set_rng_state = _set_rng_state
         mcore_random._get_cuda_rng_state = _get_rng_state
         mcore_random._set_cuda_rng_state = _set_rng_state
+        if "current_stream" in points:
+            torch.cuda.current_stream = _current_stream
         backward_cls = torch.autograd.function.BackwardCFunction
         backward_cls.apply = _wrap_backward_apply(backward_cls.apply)
         _MODE = _CudaToCpuMode()
@@ -164,5 +161,9 @@ def install(force: bool = False) -> bool:
         # (~6 us per op, negligible next to real-size layers).
         _MODE.__enter__()
         _INSTALLED = True
-        logger.info("megatron_optiml CPU backend installed (no CUDA): %s", ", ".join(PATCH_POINTS))
+        logger.info(
+            "megatron_optiml CPU backend installed (no CUDA, megatron-core %s): %s",
+            compat.MCORE_VERSION_STR,
+            ", ".join(points),
+        )
         return True
