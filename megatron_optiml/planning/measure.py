@@ -266,7 +266,9 @@ def measure_tiny_run(
             attention_dropout=attention_dropout,
             **recompute_fields,
         )
-        model = build_opt_model(arch, config, transformer_impl="local")
+        # The planner models the local spec's attention as Megatron-Core's unfused one (the
+        # score matrix it keeps); the fused SDPA default keeps none of it.
+        model = build_opt_model(arch, config, transformer_impl="local", core_attention="unfused")
         if bf16:
             # As Megatron-LM's get_model: cast every parameter (LayerNorms included) to bf16
             # and the inputs/outputs at the module boundary.

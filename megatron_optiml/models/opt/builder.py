@@ -14,12 +14,42 @@ from megatron_optiml.models.opt.spec import opt_block_spec
 
 
 def check_supported(arch: OPTArch) -> None:
-    """Refuse OPT variants whose layout Megatron's GPT block does not express."""
-    if not arch.do_layer_norm_before or arch.word_embed_proj_dim not in (None, arch.hidden_size):
+    """Refuse OPT variants whose layout Megatron's GPT block does not express, naming the
+    offending config fields and their values."""
+    reasons = []
+    if not arch.do_layer_norm_before:
+        reasons.append("do_layer_norm_before=False (post-LayerNorm)")
+    if arch.word_embed_proj_dim not in (None, arch.hidden_size):
+        reasons.append(
+            f"word_embed_proj_dim={arch.word_embed_proj_dim} != hidden_size={arch.hidden_size} "
+            "(project_in/project_out)"
+        )
+    if reasons:
         raise NotImplementedError(
-            "opt-350m is not supported: it is post-LayerNorm and projects 512-wide embeddings "
-            "to 1024 (project_in/project_out), which Megatron-Core's GPTModel has no module for. "
-            "Use opt-125m or opt-1.3b and larger."
+            f"opt-350m is not supported, nor any OPT like it: {'; '.join(reasons)}. "
+            "Megatron-Core's GPTModel has no module for this. Use opt-125m or opt-1.3b and larger."
+        )
+
+
+def check_pipeline_split(fields: dict[str, Any]) -> None:
+    """Refuse a layer count that the pipeline stages (x virtual stages) do not divide, in the
+    project's words rather than Megatron-Core's bare assert at model build time."""
+    if any(
+        fields.get(k) is not None
+        for k in (
+            "num_layers_in_first_pipeline_stage",
+            "num_layers_in_last_pipeline_stage",
+            "pipeline_model_parallel_layout",
+        )
+    ):
+        return  # an explicit uneven split: Megatron-Core checks it
+    pp = fields.get("pipeline_model_parallel_size") or 1
+    vp = fields.get("virtual_pipeline_model_parallel_size") or 1
+    if fields["num_layers"] % (pp * vp):
+        raise ValueError(
+            f"num_layers={fields['num_layers']} cannot be split evenly over "
+            f"pipeline_model_parallel_size={pp} x virtual_pipeline_model_parallel_size={vp} "
+            f"= {pp * vp} stages: choose a pipeline size that divides the layer count"
         )
 
 
@@ -55,6 +85,7 @@ def build_transformer_config(arch: OPTArch, **overrides: Any) -> TransformerConf
         use_cpu_initialization=not torch.cuda.is_available(),
     )
     fields.update(overrides)
+    check_pipeline_split(fields)
     return TransformerConfig(**fields)
 
 
@@ -63,6 +94,7 @@ def build_opt_model(
     config: TransformerConfig,
     *,
     transformer_impl: str = "local",
+    core_attention: str = "sdpa",
     pre_process: bool = True,
     post_process: bool = True,
     vp_stage: int | None = None,
@@ -70,6 +102,9 @@ def build_opt_model(
     """OPT = GPTModel with learned absolute positions, tied embeddings and a final LayerNorm.
 
     ``pre_process``/``post_process`` select the first/last pipeline stage as in Megatron-LM.
+    ``core_attention`` ('sdpa' or 'unfused') picks the local spec's core attention: torch's
+    fused SDPA by default, Megatron-Core's unfused ``DotProductAttention`` on request (same
+    numbers, same checkpoints).
     """
     check_supported(arch)
     kwargs: dict[str, Any] = {}
@@ -77,7 +112,9 @@ def build_opt_model(
         kwargs["vp_stage"] = vp_stage
     return GPTModel(
         config=config,
-        transformer_layer_spec=opt_block_spec(config, transformer_impl, vp_stage),
+        transformer_layer_spec=opt_block_spec(
+            config, transformer_impl, vp_stage, core_attention=core_attention
+        ),
         vocab_size=arch.vocab_size,
         max_sequence_length=arch.max_position_embeddings,
         pre_process=pre_process,

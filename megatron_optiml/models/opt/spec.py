@@ -7,6 +7,7 @@ import dataclasses
 import torch
 from megatron.core.models.gpt.gpt_layer_specs import get_gpt_layer_local_spec
 from megatron.core.transformer import TransformerConfig
+from megatron.core.transformer.dot_product_attention import DotProductAttention
 from megatron.core.transformer.spec_utils import ModuleSpec
 from megatron.core.transformer.transformer_block import (
     TransformerBlock,
@@ -14,7 +15,13 @@ from megatron.core.transformer.transformer_block import (
     get_num_layers_to_build,
 )
 
+from megatron_optiml.models.opt.attention import SDPADotProductAttention
 from megatron_optiml.utils.optional import require_transformer_engine
+
+#: Core attention of the local spec: torch's fused SDPA (default) or Megatron-Core's own
+#: unfused ``DotProductAttention`` (score matrix + softmax; the reference the SDPA one is
+#: tested against).
+LOCAL_CORE_ATTENTION = {"sdpa": SDPADotProductAttention, "unfused": DotProductAttention}
 
 
 class OPTLayerNorm(torch.nn.LayerNorm):
@@ -46,15 +53,32 @@ class OPTLayerNorm(torch.nn.LayerNorm):
             p.sequence_parallel = config.sequence_parallel
 
 
-def opt_layer_local_spec() -> ModuleSpec:
+def _core_attention_class(core_attention: str) -> type:
+    if core_attention not in LOCAL_CORE_ATTENTION:
+        raise ValueError(
+            f"core_attention={core_attention!r}: expected one of {sorted(LOCAL_CORE_ATTENTION)}"
+        )
+    return LOCAL_CORE_ATTENTION[core_attention]
+
+
+def opt_layer_local_spec(core_attention: str = "sdpa") -> ModuleSpec:
     """Pre-LN attention + ReLU MLP with biases, from Megatron-Core's own local modules.
 
     OPT's choices (ReLU, biases, LayerNorm) are ``TransformerConfig`` fields, so the stock GPT
-    layer spec is OPT's layer; only the LayerNorms are swapped for :class:`OPTLayerNorm`.
+    layer spec is OPT's layer; the LayerNorms are swapped for :class:`OPTLayerNorm` and the
+    core attention for ``LOCAL_CORE_ATTENTION[core_attention]`` ('sdpa' or 'unfused').
     """
+    attention_cls = _core_attention_class(core_attention)
     spec = get_gpt_layer_local_spec(normalization="LayerNorm")
+    self_attention = spec.submodules.self_attention
+    attention_submodules = dataclasses.replace(
+        self_attention.submodules, core_attention=attention_cls
+    )
     submodules = dataclasses.replace(
-        spec.submodules, input_layernorm=OPTLayerNorm, pre_mlp_layernorm=OPTLayerNorm
+        spec.submodules,
+        input_layernorm=OPTLayerNorm,
+        pre_mlp_layernorm=OPTLayerNorm,
+        self_attention=dataclasses.replace(self_attention, submodules=attention_submodules),
     )
     return dataclasses.replace(spec, submodules=submodules)
 
@@ -73,14 +97,19 @@ def opt_layer_te_spec() -> ModuleSpec:
 
 
 def opt_block_spec(
-    config: TransformerConfig, transformer_impl: str, vp_stage: int | None = None
+    config: TransformerConfig,
+    transformer_impl: str,
+    vp_stage: int | None = None,
+    *,
+    core_attention: str = "sdpa",
 ) -> ModuleSpec:
     """The decoder block of this pipeline stage: OPT layers plus OPT's final LayerNorm.
 
-    ``transformer_impl`` follows Megatron-LM's flag: 'local' or 'transformer_engine'.
+    ``transformer_impl`` follows Megatron-LM's flag: 'local' or 'transformer_engine';
+    ``core_attention`` picks the local spec's attention ('sdpa' or 'unfused'; TE has its own).
     """
     if transformer_impl == "local":
-        layer, final_norm = opt_layer_local_spec(), OPTLayerNorm
+        layer, final_norm = opt_layer_local_spec(core_attention), OPTLayerNorm
     elif transformer_impl == "transformer_engine":
         layer = opt_layer_te_spec()
         from megatron.core.extensions.transformer_engine import TENorm
