@@ -7,7 +7,9 @@ hyper-parameters and weight-decay groups, and gradient clipping at 1.0 on both s
 
 One step = zero grads + forward + backward (each micro-batch) + optimizer step:
 
-- ours: Megatron-Core ``DistributedDataParallel`` (world of one rank, gloo), the
+- ours: the local spec (core attention: torch SDPA by default, ``--core-attention unfused``
+  for Megatron-Core's score-matrix ``DotProductAttention``), Megatron-Core
+  ``DistributedDataParallel`` (world of one rank, gloo), the
   no-pipelining ``get_forward_backward_func`` schedule with our ``forward_step``, and
   ``get_megatron_optimizer``'s step (grad norm, clipping, AdamW) -- what ``Trainer._train_step``
   runs. ``attention_mask=None`` so Megatron builds its own causal mask; ``--packed`` adds a row
@@ -24,7 +26,19 @@ The CPU is usually shared with other jobs, so our step and HF's step alternate i
 (order flipped every repetition) and the medians are compared: both see the same load.
 Gradient-accumulation and packed-mask rows run at the first ``--threads`` value only.
 
-Result (2026-11-26, 2 shared cores, load average 3-23 from other jobs; mbs 4 x seq 512):
+Memory (``--memory``, on by default): after the timed steps, one more step per side under the
+profiler's allocator log; peak = bytes of that side's states held before the step (weights,
+grads or Megatron's grad buffer, Adam moments: unique storages) + the highest running total the
+step added on top (activations, grads, transients). HF's grads are freed (``set_to_none``)
+before its step, so each side counts its gradients once. Printed as MiB and ours/HF.
+
+opt-125m at the issue's shape (12 x 768, 2 x 512 tokens), one invocation, both ratios::
+
+    .venv/bin/python benchmarks/bench_train_step.py --shapes opt-125m --micro-batch 2 \
+        --threads 1,2 --accum 1 --warmup 1 --steps 5
+
+Result (2026-11-26, before the SDPA core attention, i.e. ours = unfused; 2 shared cores, load
+average 3-23 from other jobs; mbs 4 x seq 512):
 opt-debug ours/HF = 0.68-0.79 (ours faster: Megatron's vocab-parallel cross entropy costs
 ~250 ms vs ~640 ms for HF's log_softmax + NLL + zero-filled grad at 50,272 x 2,048); 4 layers x
 hidden 256: 0.90-1.09 (the vocab GEMMs are equal; ours loses ~0.5 s in the local spec's unfused
@@ -33,7 +47,8 @@ kernel, and wins it back in the loss).
 
     .venv/bin/python benchmarks/bench_train_step.py [--shapes opt-debug,l4-h256] [--threads 1,2]
         [--micro-batch 4] [--seq 512] [--accum 1,4] [--warmup 3] [--steps 10] [--packed opt-debug]
-        [--hf-under-shim] [--profile] [--json out.json]
+        [--core-attention sdpa|unfused] [--no-memory] [--hf-under-shim] [--profile]
+        [--json out.json]
 """
 
 from __future__ import annotations
@@ -55,6 +70,8 @@ SHAPES = {
     "opt-debug": get_flavor("opt-debug"),
     # opt-debug's step is mostly the 50,272-row vocabulary projection; this one has real layers.
     "l4-h256": OPTArch(num_layers=4, hidden_size=256, num_attention_heads=8, ffn_hidden_size=1024),
+    # The smallest published OPT Megatron's GPT block expresses (12 x 768, 12 heads).
+    "opt-125m": get_flavor("opt-125m"),
 }
 LR, BETAS, EPS, WEIGHT_DECAY, CLIP = 1e-4, (0.9, 0.95), 1e-8, 0.01, 1.0
 
@@ -80,7 +97,7 @@ def init_one_rank() -> None:
     init_distributed(seed=1234)
 
 
-def build_pair(name: str, arch: OPTArch, seed: int = 0) -> Pair:
+def build_pair(name: str, arch: OPTArch, seed: int = 0, core_attention: str = "sdpa") -> Pair:
     from megatron.core.distributed import DistributedDataParallel, DistributedDataParallelConfig
     from megatron.core.distributed.finalize_model_grads import finalize_model_grads
     from megatron.core.optimizer import OptimizerConfig, get_megatron_optimizer
@@ -96,7 +113,7 @@ def build_pair(name: str, arch: OPTArch, seed: int = 0) -> Pair:
     config = build_transformer_config(
         arch, calculate_per_token_loss=True, pipeline_dtype=torch.float32
     )
-    model = build_opt_model(arch, config)
+    model = build_opt_model(arch, config, core_attention=core_attention)
     load_shard_into_model(model, shard_state_dict(full, Layout(), arch.num_layers))
     ddp = DistributedDataParallel(
         config,
@@ -259,6 +276,49 @@ def measure(
     return {"times": times, "losses": losses}
 
 
+def _storages_bytes(tensors) -> int:
+    """Bytes of the distinct storages behind ``tensors`` (views of one buffer count once)."""
+    seen: dict[int, int] = {}
+    for t in tensors:
+        if isinstance(t, torch.Tensor) and t.device.type == "cpu":
+            st = t.untyped_storage()
+            seen[st.data_ptr()] = st.nbytes()
+    return sum(seen.values())
+
+
+def _state_tensors(module: torch.nn.Module, optimizer) -> list:
+    out = []
+    for p in module.parameters():
+        out += [p, p.grad, getattr(p, "main_grad", None)]
+    inner = getattr(optimizer, "optimizer", optimizer)  # MegatronOptimizer wraps torch's
+    for state in inner.state.values():
+        out += [v for v in state.values() if isinstance(v, torch.Tensor)]
+    return out
+
+
+def measure_memory(pair: Pair, micro_batches) -> dict:
+    """Peak tensor bytes of one training step per side: held states + what the step adds."""
+    from megatron_optiml.planning.measure import record_peak
+
+    ours_held = _storages_bytes(_state_tensors(pair.ours, pair.ours_opt))
+    with record_peak() as ours_log:
+        ours_step(pair, micro_batches)
+    with without_shim():
+        pair.hf_opt.zero_grad(set_to_none=True)
+        hf_held = _storages_bytes(_state_tensors(pair.hf, pair.hf_opt))
+        with record_peak() as hf_log:
+            hf_step(pair, micro_batches)
+    mib = 2.0**20
+    ours, hf = (ours_held + ours_log.peak) / mib, (hf_held + hf_log.peak) / mib
+    return {
+        "ours_peak_mib": ours,
+        "hf_peak_mib": hf,
+        "mem_ratio": ours / hf,
+        "ours_states_mib": ours_held / mib,
+        "hf_states_mib": hf_held / mib,
+    }
+
+
 def load_average() -> str:
     try:
         return " ".join(open("/proc/loadavg").read().split()[:3])
@@ -295,6 +355,15 @@ def main() -> None:
     ap.add_argument(
         "--packed", default="", help="shapes (comma list) to add a packed block-mask row for"
     )
+    ap.add_argument(
+        "--core-attention",
+        default="sdpa",
+        choices=("sdpa", "unfused"),
+        help="our local spec's core attention",
+    )
+    ap.add_argument(
+        "--no-memory", action="store_true", help="skip the peak-memory step of each row"
+    )
     ap.add_argument("--hf-under-shim", action="store_true")
     ap.add_argument("--profile", action="store_true", help="torch.profiler tables, 1st shape")
     ap.add_argument("--json", default=None)
@@ -305,7 +374,9 @@ def main() -> None:
     shapes = args.shapes.split(",")
     threads = [int(t) for t in args.threads.split(",")]
     accums = [int(a) for a in args.accum.split(",")]
-    pairs = {name: build_pair(name, SHAPES[name]) for name in shapes}
+    pairs = {
+        name: build_pair(name, SHAPES[name], core_attention=args.core_attention) for name in shapes
+    }
     for name, pair in pairs.items():
         mb = make_micro_batches(pair.arch, 1, args.micro_batch, args.seq, False, seed=1)[0]
         ours, hf = check_same_loss(pair, mb)
@@ -344,18 +415,27 @@ def main() -> None:
                 }
                 if "hf_shim" in med:
                     row["hf_shim_ms"] = 1e3 * med["hf_shim"]
+                if not args.no_memory and t == threads[0]:
+                    row.update(measure_memory(pair, mbs))
                 rows.append(row)
                 loads.append(row["load_after"])
+                mem = (
+                    f" peak ours {row['ours_peak_mib']:.0f} MiB, HF {row['hf_peak_mib']:.0f} MiB,"
+                    f" ratio {row['mem_ratio']:.2f};"
+                    if "mem_ratio" in row
+                    else ""
+                )
                 print(
                     f"{name} {row['attention']} x{a} threads={t}: ours {row['ours_ms']:.0f} ms,"
-                    f" HF {row['hf_ms']:.0f} ms, ratio {row['ratio']:.2f};"
+                    f" HF {row['hf_ms']:.0f} ms, ratio {row['ratio']:.2f};{mem}"
                     f" load {row['load_after']};"
                     f" {time.perf_counter() - t0:.0f} s",
                     flush=True,
                 )
 
     print(
-        f"\nmicro batch {args.micro_batch} x seq {args.seq}, fp32, AdamW + clip 1.0; medians of"
+        f"\nmicro batch {args.micro_batch} x seq {args.seq}, fp32, AdamW + clip 1.0, our core"
+        f" attention {args.core_attention}; medians of"
         f" {args.steps} steps (accum rows: {args.accum_steps or args.steps}) after"
         f" {args.warmup} warm-up, ours/HF alternating; load average (1/5/15 min) during run:"
         f" {', '.join(loads)}\n"
@@ -363,14 +443,20 @@ def main() -> None:
     shim = args.hf_under_shim
     print(
         "| shape | attention | micro-batches | threads | ours ms/step | HF ms/step | ours/HF |"
-        " ours tok/s | HF tok/s |" + (" HF+shim ms |" if shim else "")
+        " ours tok/s | HF tok/s | ours peak MiB | HF peak MiB | memory ours/HF |"
+        + (" HF+shim ms |" if shim else "")
     )
-    print("|---|---|---|---|---|---|---|---|---|" + ("---|" if shim else ""))
+    print("|---|---|---|---|---|---|---|---|---|---|---|---|" + ("---|" if shim else ""))
     for r in rows:
+        mem = (
+            f" {r['ours_peak_mib']:.0f} | {r['hf_peak_mib']:.0f} | {r['mem_ratio']:.2f} |"
+            if "mem_ratio" in r
+            else " | | |"
+        )
         print(
             f"| {r['shape']} | {r['attention']} | {r['micro_batches']} | {r['threads']} |"
             f" {r['ours_ms']:.0f} | {r['hf_ms']:.0f} | {r['ratio']:.2f} |"
-            f" {r['ours_tok_s']:.0f} | {r['hf_tok_s']:.0f} |"
+            f" {r['ours_tok_s']:.0f} | {r['hf_tok_s']:.0f} |{mem}"
             + (f" {r['hf_shim_ms']:.0f} |" if shim else "")
         )
     if args.json:
