@@ -68,10 +68,14 @@ def main(argv: list[str] | None = None) -> int:
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",
     )
     from megatron_optiml.conversion import convert
+    from megatron_optiml.utils.disk import no_space_error, no_space_message, removed_on_failure
 
     dtype = DTYPES[args.dtype] if args.dtype else None
+    target = {"hf-to-megatron": "out_root", "megatron-to-hf": "out_dir"}.get(args.command, "out")
+    out_path = getattr(args, target)
     try:
-        with convert.process_group():
+        # A failed conversion (bad input, full disk) leaves no half-written output behind.
+        with convert.process_group(), removed_on_failure(out_path):
             if args.command == "hf-to-megatron":
                 out = convert.hf_to_megatron(
                     args.hf_dir,
@@ -109,5 +113,15 @@ def main(argv: list[str] | None = None) -> int:
     except (ValueError, KeyError, FileNotFoundError, FileExistsError, NotImplementedError) as e:
         sys.stderr.write(f"optiml-convert: error: {e}\n")
         return 2
+    except BaseException as e:
+        # A full disk, also when dist_checkpointing wraps it (CheckpointException, a
+        # BaseException); other
+        # OSErrors (permissions, ...) name their path already.
+        full = no_space_error(e)
+        if full is None and not isinstance(e, OSError):
+            raise
+        message = no_space_message(full, out_path) if full else str(e)
+        sys.stderr.write(f"optiml-convert: error: {message}\n")
+        return 1
     sys.stdout.write(f"{out}\n")
     return 0

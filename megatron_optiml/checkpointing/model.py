@@ -13,10 +13,10 @@ from pathlib import Path
 from typing import Any
 
 import torch
-from megatron.core import dist_checkpointing
-from megatron.core.dist_checkpointing.mapping import ShardedObject
+from megatron.core.dist_checkpointing.mapping import ShardedObject, ShardedTensor
 from megatron.core.dist_checkpointing.serialization import load_sharded_metadata
 
+from megatron_optiml.backend.compat import load_dist_checkpoint, save_dist_checkpoint
 from megatron_optiml.checkpointing.layout import (
     Iteration,
     iteration_dir,
@@ -64,7 +64,7 @@ def save_model_checkpoint(
         if key == MODEL_KEY:
             raise ValueError("extra_sharded_state must not contain the key 'model'")
         state[key] = value
-    dist_checkpointing.save(state, str(ckpt_dir))
+    save_dist_checkpoint(state, ckpt_dir)
     if _rank() == 0:
         write_meta(ckpt_dir, arch, iteration, **(meta or {}))
         write_tracker(root, iteration)
@@ -82,6 +82,26 @@ def check_arch_matches(expected: OPTArch, found: OPTArch, where: str) -> None:
     ]
     if diffs:
         raise ValueError(f"{where}: checkpoint shape does not match the model: " + "; ".join(diffs))
+
+
+def check_tensor_shapes(
+    sharded: dict[str, Any], available: dict[str, Any], where: str | os.PathLike
+) -> None:
+    """Raise one line naming the first tensor whose global shape in the checkpoint (its
+    torch_dist metadata, not ``optiml_meta.json``) differs from the model's.
+
+    ``available`` is ``load_sharded_metadata(where)``. Without this, a checkpoint whose meta
+    claims the right shape but whose tensors differ fails deep inside dist_checkpointing.
+    """
+    for v in sharded.values():
+        if not isinstance(v, ShardedTensor) or v.allow_shape_mismatch:
+            continue
+        found = available.get(v.key)
+        if isinstance(found, ShardedTensor) and tuple(found.global_shape) != tuple(v.global_shape):
+            raise ValueError(
+                f"{where}: tensor {v.key!r} has shape {tuple(found.global_shape)} in the "
+                f"checkpoint but the model needs {tuple(v.global_shape)}"
+            )
 
 
 def load_model_checkpoint(
@@ -105,6 +125,7 @@ def load_model_checkpoint(
         check_arch_matches(arch, meta["arch"], str(ckpt_dir))
     sharded = model.sharded_state_dict()
     available = load_sharded_metadata(str(ckpt_dir))
+    check_tensor_shapes(sharded, available, ckpt_dir)
     available_objects = {o.unique_key for o in available.values() if isinstance(o, ShardedObject)}
     dropped = [
         k
@@ -117,7 +138,7 @@ def load_model_checkpoint(
         del sharded[k]
     if dropped:
         logger.info("checkpoint has no %d _extra_state objects; kept defaults", len(dropped))
-    loaded = dist_checkpointing.load({MODEL_KEY: sharded}, str(ckpt_dir))[MODEL_KEY]
+    loaded = load_dist_checkpoint({MODEL_KEY: sharded}, ckpt_dir)[MODEL_KEY]
     result = model.load_state_dict(loaded, strict=False)
     missing = [k for k in result.missing_keys if not k.endswith("_extra_state")]
     if missing or result.unexpected_keys:

@@ -24,6 +24,7 @@ from megatron_optiml.conversion.safetensors_stream import (
     SafetensorsFileWriter,
     TensorSpec,
     plan_shards,
+    read_safetensors_header,
 )
 from megatron_optiml.models.opt.builder import check_supported
 from megatron_optiml.models.opt.flavors import OPTArch
@@ -389,10 +390,7 @@ class HFCheckpointReader:
 
     def _file_keys(self, file: str) -> list[str]:
         if file.endswith(".safetensors"):
-            from safetensors import safe_open
-
-            with safe_open(self.dir / file, framework="pt") as f:
-                return list(f.keys())
+            return list(read_safetensors_header(self.dir / file))
         return list(self._load_bin(file))
 
     def _load_bin(self, file: str) -> dict[str, torch.Tensor]:
@@ -407,6 +405,18 @@ class HFCheckpointReader:
         missing = sorted(set(expected) - names)
         if missing:
             raise KeyError(f"{self.dir}: missing tensors {missing[:6]} (of {len(missing)})")
+        # Headers only (no tensor data): a truncated file or a tensor whose shape contradicts
+        # config.json is refused before anything is written.
+        for file in sorted({f for f, _ in self.weight_map.values() if f.endswith(".safetensors")}):
+            if not (self.dir / file).exists():
+                raise FileNotFoundError(f"{self.dir / file}: missing (listed in the index)")
+            shapes = read_safetensors_header(self.dir / file)
+            for name, (f, key) in self.weight_map.items():
+                if f == file and name in expected and shapes[key] != expected[name]:
+                    raise ValueError(
+                        f"{self.dir / file}: tensor {name!r} has shape {shapes[key]}, "
+                        f"config.json implies {expected[name]}"
+                    )
 
     def read(self, names: list[str]) -> dict[str, torch.Tensor]:
         """Read HF tensors by (normalized) name; checks each shape against the config."""

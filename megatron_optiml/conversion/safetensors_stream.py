@@ -178,3 +178,34 @@ def plan_shards(
         shards[-1][name] = spec
         size += spec.nbytes
     return shards
+
+
+def read_safetensors_header(path: str | os.PathLike) -> dict[str, tuple[int, ...]]:
+    """Tensor name -> shape from a file's header, after checking that the file holds every
+    byte its header promises (a truncated copy fails here, naming the file, rather than deep
+    inside the loader with "incomplete metadata").
+    """
+    path = Path(path)
+    size = path.stat().st_size
+    with open(path, "rb") as f:
+        head = f.read(8)
+        if len(head) < 8:
+            raise ValueError(f"{path}: truncated safetensors file ({size} bytes, no header)")
+        (n,) = struct.unpack("<Q", head)
+        if 8 + n > size:
+            raise ValueError(
+                f"{path}: truncated safetensors file ({size} bytes; its header alone needs "
+                f"{8 + n}): copy or export it again"
+            )
+        try:
+            header = json.loads(f.read(n))
+        except ValueError as e:
+            raise ValueError(f"{path}: corrupt safetensors header ({e})") from None
+    header.pop("__metadata__", None)
+    end = max((info["data_offsets"][1] for info in header.values()), default=0)
+    if 8 + n + end > size:
+        raise ValueError(
+            f"{path}: truncated safetensors file ({size} bytes; its header lists "
+            f"{8 + n + end}): copy or export it again"
+        )
+    return {name: tuple(info["shape"]) for name, info in header.items()}

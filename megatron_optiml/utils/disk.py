@@ -25,12 +25,15 @@ _NO_SPACE_ERRNOS = (errno.ENOSPC, errno.EDQUOT)
 _NO_SPACE_TEXT = (os.strerror(errno.ENOSPC), os.strerror(errno.EDQUOT))
 
 
-def no_space_error(exc: BaseException) -> OSError | None:
+def no_space_error(exc: BaseException, path: str | os.PathLike | None = None) -> OSError | None:
     """The "no space left" ``OSError`` behind ``exc``, or None if the disk was not full.
 
     Looks through ``__cause__`` / ``__context__``, torch.distributed.checkpoint's per-rank
     ``failures`` and exception groups; an error that only carries the text (a worker's
-    failure re-raised as a string) gives an ``OSError`` rebuilt from it.
+    failure re-raised as a string) gives an ``OSError`` rebuilt from it. torch's C++ writer
+    (``torch.save``, the torch_dist checkpoint files) loses the errno ("unexpected pos N vs
+    M"): given the ``path`` being written, a file system left with (almost) no free space
+    then counts as full -- so call this before removing the partial output.
     """
     stack: list[BaseException | None] = [exc]
     seen: set[int] = set()
@@ -48,9 +51,22 @@ def no_space_error(exc: BaseException) -> OSError | None:
         if isinstance(failures, dict):
             stack += [f[0] if isinstance(f, tuple) else f for f in failures.values()]
         stack += list(getattr(e, "exceptions", None) or ())  # ExceptionGroup
-    if text_match:
+    if text_match or (path is not None and _nearly_full(path)):
         return OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
     return None
+
+
+# A failed write fills the file system to the last block; less than this counts as full.
+_FULL_BELOW_BYTES = 1 << 20
+
+
+def _nearly_full(path: str | os.PathLike) -> bool:
+    try:
+        st = os.statvfs(_mount_point(path))
+    except OSError:
+        return False
+    free = st.f_bfree if os.geteuid() == 0 else st.f_bavail  # root may use reserved blocks
+    return free * st.f_frsize < _FULL_BELOW_BYTES
 
 
 def no_space_message(err: OSError, path: str | os.PathLike) -> str:
@@ -88,18 +104,23 @@ def removed_on_failure(path: str | os.PathLike) -> Iterator[None]:
 
     A ``path`` that did not exist before is removed entirely; in one that did, only the
     top-level entries the block created go (an earlier complete output there -- files the
-    block would have replaced only at its very end -- stays as it was).
+    block would have replaced only at its very end -- stays as it was). A failure on a full
+    disk is re-raised as ``OSError(ENOSPC)`` naming ``path``, however it was reported.
     """
     path = Path(path)
     existed = path.exists()
     before = set(os.listdir(path)) if existed and path.is_dir() else set()
     try:
         yield
-    except BaseException:
+    except BaseException as exc:
+        full = None if isinstance(exc, KeyboardInterrupt) else no_space_error(exc, path)
         if not existed:
             remove_path(path)
         elif path.is_dir():
             for name in set(os.listdir(path)) - before:
                 remove_path(path / name)
         logger.debug("removed the partial output under %s", path)
+        if full is not None and full is not exc:
+            # One error type for callers, naming the output (not "unexpected pos" from C++).
+            raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC), str(path)) from exc
         raise
