@@ -54,10 +54,51 @@ def resolve_device(cfg: EvalConfig) -> torch.device:
     return torch.device(cfg.device or ("cuda" if torch.cuda.is_available() else "cpu"))
 
 
+_WEIGHTS = (
+    "model.safetensors",
+    "model.safetensors.index.json",
+    "pytorch_model.bin",
+    "pytorch_model.bin.index.json",
+)
+
+
+def check_model_dir(path: str | os.PathLike) -> None:
+    """Refuse a model folder that cannot load, in one line naming the file: no config.json,
+    no weights, a truncated .safetensors file, or a tensor whose shape contradicts
+    config.json (read from the file headers and a meta-device model: no weights loaded)."""
+    from transformers import AutoConfig, AutoModelForCausalLM
+
+    from megatron_optiml.conversion.safetensors_stream import read_safetensors_header
+
+    path = Path(path)
+    if not path.is_dir():
+        raise FileNotFoundError(f"{path}: no such model folder")
+    if not (path / "config.json").exists():
+        raise FileNotFoundError(
+            f"{path / 'config.json'}: missing (not a Hugging Face model folder?)"
+        )
+    if not any((path / w).exists() for w in _WEIGHTS):
+        raise FileNotFoundError(f"{path}: no weights ({' / '.join(_WEIGHTS)})")
+    files = sorted(path.glob("*.safetensors"))
+    headers = {f: read_safetensors_header(f) for f in files}  # raises naming a truncated file
+    if not headers:
+        return
+    with torch.device("meta"):
+        model = AutoModelForCausalLM.from_config(AutoConfig.from_pretrained(path))
+    want = {k: tuple(v.shape) for k, v in model.state_dict().items()}
+    for f, shapes in headers.items():
+        for name, shape in shapes.items():
+            if name in want and shape != want[name]:
+                raise ValueError(
+                    f"{f}: tensor {name!r} has shape {shape} but config.json implies {want[name]}"
+                )
+
+
 def load_model(path: str | os.PathLike, cfg: EvalConfig):
     """An HF causal LM from `path` (exported by conversion, or any OPT checkpoint), eval mode."""
     from transformers import AutoModelForCausalLM
 
+    check_model_dir(path)
     device = resolve_device(cfg)
     if cfg.dtype == "auto":
         dtype = torch.float32 if device.type == "cpu" else "auto"
@@ -286,8 +327,9 @@ def evaluate_bench(
         models = dict(zip(model_names(models), models))
     if not models:
         raise ValueError("models: at least one model folder is needed")
-    out = Path(out_dir)
-    out.mkdir(parents=True, exist_ok=True)
+    for path in models.values():
+        check_model_dir(path)  # every model before the first is evaluated
+    out = Path(out_dir)  # created by the first report written: a failed run leaves none
     splits = read_eval_splits(bench_dir, cfg.splits)
     train_pools = read_train_pools(bench_dir)
 
