@@ -32,6 +32,11 @@ from torch.distributed.checkpoint.metadata import (
     TensorStorageMetadata,
 )
 
+from megatron_optiml.backend.compat import (
+    COMMON_STATE_KEY,
+    load_dist_checkpoint,
+    make_common_state_portable,
+)
 from megatron_optiml.conversion.sharding import TE_RENAMES
 from megatron_optiml.models.opt.flavors import OPTArch
 from megatron_optiml.models.opt.init import canonical_shapes
@@ -155,6 +160,11 @@ def _merge_metadata(
         return part
     for fqn, md in part.state_dict_metadata.items():
         have = into.state_dict_metadata.get(fqn)
+        if have is not None and fqn.split("/")[0] == COMMON_STATE_KEY:
+            # megatron-core >= 0.19 puts the (empty) common state into every save: keep the
+            # first group's copy and the storage entry it points at.
+            part.storage_data = {i: info for i, info in part.storage_data.items() if i.fqn != fqn}
+            continue
         if have is None:
             into.state_dict_metadata[fqn] = md
         elif isinstance(have, TensorStorageMetadata) and isinstance(md, TensorStorageMetadata):
@@ -252,6 +262,7 @@ class StreamingCheckpointWriter:
                 f.flush()
                 os.fsync(f.fileno())
             os.replace(tmp, self.ckpt_dir / _DCP_METADATA)
+            make_common_state_portable(self.ckpt_dir)
         torch.distributed.barrier()
 
 
@@ -304,7 +315,7 @@ def read_groups(
                 request[name] = sharded_tensor(name, empty, arch.num_layers)
             else:
                 request[name] = _one_layer_request(name, empty, arch.num_layers)
-        loaded = dist_checkpointing.load(
-            {MODEL_KEY: request}, str(ckpt_dir), validate_access_integrity=False
+        loaded = load_dist_checkpoint(
+            {MODEL_KEY: request}, ckpt_dir, validate_access_integrity=False
         )[MODEL_KEY]
         yield {name: loaded[name].reshape(shapes[name]) for name in group}
