@@ -34,6 +34,12 @@ def main(argv: list[str] | None = None) -> int:
     )
     parser.add_argument("--validate-only", action="store_true", help="check the recipe and exit")
     args = parser.parse_args(argv)
+    if "TORCHELASTIC_RUN_ID" in os.environ:
+        # torchrun puts each rank in its own session: killing the launcher's process group
+        # would leave the ranks training. Die with the launcher (the rank's parent) instead.
+        from megatron_optiml.utils.process import die_with_parent
+
+        die_with_parent()
     _slurm_env()
     rank = int(os.environ.get("RANK", "0"))
     logging.basicConfig(
@@ -55,8 +61,23 @@ def main(argv: list[str] | None = None) -> int:
         )
         return 0
     from megatron_optiml.training.trainer import run_training
+    from megatron_optiml.utils.disk import no_space_error, no_space_message
+    from megatron_optiml.utils.process import RunFolderLocked
 
-    result = run_training(cfg)
+    log = logging.getLogger("optiml-train")
+    try:
+        result = run_training(cfg)
+    except (ValueError, FileNotFoundError, RunFolderLocked) as e:
+        # Refusals (checkpoint/model mismatch, missing files, a live run in the folder): the
+        # message names the field, file or owner; a traceback would bury it.
+        log.error("%s", e)
+        return 1
+    except BaseException as e:  # CheckpointException is a BaseException
+        full = None if isinstance(e, KeyboardInterrupt) else no_space_error(e)
+        if full is None:
+            raise
+        log.error("%s", no_space_message(full, cfg.exp_manager.run_dir))
+        return 1
     if result.preempted:
         return cfg.trainer.preemption_exit_code
     if result.stopped_on_nan:

@@ -10,19 +10,28 @@ leaves an unreferenced folder that the next save of that iteration replaces.
 
 from __future__ import annotations
 
+import errno
+import io
 import logging
+import os
 import shutil
 import signal
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import torch
-from megatron.core import dist_checkpointing
 from megatron.core import parallel_state as ps
+from megatron.core.dist_checkpointing.serialization import load_sharded_metadata
 from megatron.core.tensor_parallel.random import get_cuda_rng_tracker
+from torch.distributed.checkpoint import CheckpointException
 
+from megatron_optiml.backend.compat import load_dist_checkpoint, save_dist_checkpoint
 from megatron_optiml.checkpointing import iteration_dir, read_tracker, write_meta, write_tracker
+from megatron_optiml.checkpointing.model import check_tensor_shapes
 from megatron_optiml.models.opt import OPTArch
+from megatron_optiml.utils.disk import no_space_error
+from megatron_optiml.utils.process import die_with_parent
 
 logger = logging.getLogger(__name__)
 
@@ -62,6 +71,7 @@ def _optim_kwargs(use_distributed_optimizer: bool) -> dict[str, Any]:
 
 
 def _ignore_termination() -> None:
+    die_with_parent()  # immune to the job's signals, but not outliving its rank
     signal.signal(signal.SIGTERM, signal.SIG_IGN)
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     signal.signal(signal.SIGUSR1, signal.SIG_IGN)
@@ -157,6 +167,44 @@ def _unshare_adam_steps(optimizer) -> None:
                 state["step"] = state["step"].clone()
 
 
+def _comm_device() -> torch.device:
+    if torch.cuda.is_available():
+        return torch.device("cuda", torch.cuda.current_device())
+    return torch.device("cpu")
+
+
+def _on_every_rank_outcome(ckpt_dir: Path, fn: Callable[[], Any], *, here: bool = True) -> None:
+    """Run ``fn`` on this rank (if ``here``), then agree on the outcome across ranks: if any
+    rank failed, every rank raises (a full disk as the same ``OSError(ENOSPC)`` naming
+    ``ckpt_dir`` everywhere), so no rank waits at a barrier for one that gave up."""
+    error: BaseException | None = None
+    if here:
+        try:
+            fn()
+        except (Exception, CheckpointException) as e:  # CheckpointException: a BaseException
+            error = e
+    code = 0 if error is None else 2 if no_space_error(error, ckpt_dir) else 1
+    flag = torch.tensor([code], dtype=torch.int32, device=_comm_device())
+    torch.distributed.all_reduce(flag, op=torch.distributed.ReduceOp.MAX)
+    code = int(flag.item())
+    if code == 2:
+        raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC), str(ckpt_dir)) from error
+    if error is not None:
+        raise error
+    if code:
+        raise RuntimeError(f"saving checkpoint {ckpt_dir} failed on another rank")
+
+
+def _write_rng_state(ckpt_dir: Path, rank: int) -> None:
+    # Serialised in memory, written with Python's file API: a full disk then raises
+    # OSError(ENOSPC) (torch.save's own writer reports only "file write failed").
+    buf = io.BytesIO()
+    torch.save(_rng_state(), buf)
+    rng_dir = ckpt_dir / RNG_DIR
+    rng_dir.mkdir(exist_ok=True)
+    (rng_dir / f"rank_{rank:05d}.pt").write_bytes(buf.getbuffer())
+
+
 def save_checkpoint(
     root: str | Path,
     iteration: int,
@@ -169,14 +217,13 @@ def save_checkpoint(
     use_distributed_optimizer: bool,
     extra_meta: dict[str, Any] | None = None,
 ) -> Path:
-    """Collective: every rank calls it. Returns the iteration folder."""
+    """Collective: every rank calls it. Returns the iteration folder.
+
+    A failed save (e.g. a full disk) raises on every rank and removes its iteration folder;
+    the tracker still names the previous complete checkpoint.
+    """
     rank = torch.distributed.get_rank()
     ckpt_dir = iteration_dir(root, iteration)
-    if rank == 0:
-        if ckpt_dir.exists():
-            shutil.rmtree(ckpt_dir)  # a half-written save of this iteration (never referenced)
-        ckpt_dir.mkdir(parents=True)
-    torch.distributed.barrier()
     state = _model_state(model_chunks)
     model_sd = state["model"] if "model" in state else state
     state["optimizer"] = optimizer.sharded_state_dict(
@@ -185,22 +232,26 @@ def save_checkpoint(
     state["opt_param_scheduler"] = scheduler.state_dict()
     state["iteration"] = iteration
     state["consumed_samples"] = consumed_samples
-    dist_checkpointing.save(state, str(ckpt_dir))
-    rng_dir = ckpt_dir / RNG_DIR
-    rng_dir.mkdir(exist_ok=True)
-    torch.save(_rng_state(), rng_dir / f"rank_{rank:05d}.pt")
-    torch.distributed.barrier()
-    if rank == 0:
-        write_meta(
-            ckpt_dir,
-            arch,
-            iteration,
-            consumed_samples=consumed_samples,
-            layout=_layout(),
-            **(extra_meta or {}),
-        )
+
+    def fresh_dir() -> None:
+        if ckpt_dir.exists():
+            shutil.rmtree(ckpt_dir)  # a half-written save of this iteration (never referenced)
+        ckpt_dir.mkdir(parents=True)
+
+    def finish() -> None:
+        meta = dict(consumed_samples=consumed_samples, layout=_layout(), **(extra_meta or {}))
+        write_meta(ckpt_dir, arch, iteration, **meta)
         write_tracker(root, iteration)
-    torch.distributed.barrier()
+
+    try:
+        _on_every_rank_outcome(ckpt_dir, fresh_dir, here=rank == 0)
+        _on_every_rank_outcome(ckpt_dir, lambda: save_dist_checkpoint(state, ckpt_dir))
+        _on_every_rank_outcome(ckpt_dir, lambda: _write_rng_state(ckpt_dir, rank))
+        _on_every_rank_outcome(ckpt_dir, finish, here=rank == 0)
+    except BaseException:
+        if rank == 0 and latest_iteration(root) != iteration:
+            shutil.rmtree(ckpt_dir, ignore_errors=True)
+        raise
     logger.info("saved checkpoint %s (consumed_samples=%d)", ckpt_dir, consumed_samples)
     return ckpt_dir
 
@@ -225,6 +276,9 @@ def load_checkpoint(
     """Load everything into the live objects; returns ``{iteration, consumed_samples}``."""
     ckpt_dir = iteration_dir(root, iteration)
     state = _model_state(model_chunks)
+    available = load_sharded_metadata(str(ckpt_dir))
+    for chunk_state in state.values():
+        check_tensor_shapes(chunk_state, available, ckpt_dir)
     model_sd = state["model"] if "model" in state else state
     _materialize_optimizer_state(optimizer)
     if use_distributed_optimizer:
@@ -233,7 +287,7 @@ def load_checkpoint(
         model_sd, is_loading=True, **_optim_kwargs(use_distributed_optimizer)
     )
     # Common (non-sharded) entries -- scheduler, counters -- come back from common.pt.
-    loaded = dist_checkpointing.load(state, str(ckpt_dir))
+    loaded = load_dist_checkpoint(state, ckpt_dir)
     if len(model_chunks) == 1:
         model_chunks[0].load_state_dict(loaded["model"])
     else:

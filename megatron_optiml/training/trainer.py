@@ -29,6 +29,7 @@ from megatron_optiml.models.opt import build_opt_model, build_transformer_config
 from megatron_optiml.parallel import destroy_distributed, init_distributed
 from megatron_optiml.training import checkpointing as ckpt
 from megatron_optiml.training.step import forward_step, reduce_loss_reports
+from megatron_optiml.utils.process import RunFolderLocked, RunLock
 
 logger = logging.getLogger(__name__)
 
@@ -97,6 +98,7 @@ class Trainer:
         self.run_dir = Path(cfg.exp_manager.run_dir)
         self.ckpt_root = self.run_dir / "checkpoints"
         self.transformer_impl = cfg.resolved_transformer_impl()
+        self._run_lock: RunLock | None = None
 
     # ---------------------------------------------------------------- setup
     def setup(self) -> None:
@@ -112,6 +114,7 @@ class Trainer:
                 f"trainer.devices x trainer.num_nodes = {t.world_size} but the launcher started "
                 f"{torch.distributed.get_world_size()} processes"
             )
+        self._lock_run_dir()
         self.dp_size = ps.get_data_parallel_world_size()
         self.dp_rank = ps.get_data_parallel_rank()
         self.num_microbatches = m.global_batch_size // (m.micro_batch_size * self.dp_size)
@@ -126,6 +129,23 @@ class Trainer:
             (self.run_dir / "config.json").write_text(
                 json.dumps(config_to_dict(self.cfg), indent=2, default=str)
             )
+
+    def _lock_run_dir(self) -> None:
+        """One live run per folder: rank 0 takes the folder's lock (a relaunch into a folder
+        whose run is still alive is refused; a killed run's lock is taken over) and every rank
+        learns the outcome, so all of them stop with the same message."""
+        refusal = None
+        if _is_rank0():
+            lock = RunLock(self.run_dir)
+            try:
+                lock.acquire()
+                self._run_lock = lock
+            except RunFolderLocked as e:
+                refusal = str(e)
+        box = [refusal]
+        torch.distributed.broadcast_object_list(box, src=0)
+        if box[0] is not None:
+            raise RunFolderLocked(box[0])
 
     def _transformer_config(self):
         m, t = self.cfg.model, self.cfg.trainer
@@ -533,6 +553,9 @@ class Trainer:
         return result
 
     def close(self) -> None:
+        if self._run_lock is not None:
+            self._run_lock.release()
+            self._run_lock = None
         destroy_distributed()
 
 

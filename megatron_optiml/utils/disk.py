@@ -51,22 +51,21 @@ def no_space_error(exc: BaseException, path: str | os.PathLike | None = None) ->
         if isinstance(failures, dict):
             stack += [f[0] if isinstance(f, tuple) else f for f in failures.values()]
         stack += list(getattr(e, "exceptions", None) or ())  # ExceptionGroup
-    if text_match or (path is not None and _nearly_full(path)):
+    io_failure = not isinstance(exc, (ValueError, LookupError, TypeError, NotImplementedError))
+    if text_match or (path is not None and io_failure and _nearly_full(path)):
         return OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
     return None
 
 
-# A failed write fills the file system to the last block; less than this counts as full.
-_FULL_BELOW_BYTES = 1 << 20
-
-
 def _nearly_full(path: str | os.PathLike) -> bool:
+    """A failed write fills the file system to its last blocks: under 1 MiB (or 1/64 of a
+    small file system) left counts as full."""
     try:
         st = os.statvfs(_mount_point(path))
     except OSError:
         return False
     free = st.f_bfree if os.geteuid() == 0 else st.f_bavail  # root may use reserved blocks
-    return free * st.f_frsize < _FULL_BELOW_BYTES
+    return free * st.f_frsize < min(1 << 20, st.f_blocks * st.f_frsize // 64)
 
 
 def no_space_message(err: OSError, path: str | os.PathLike) -> str:
