@@ -17,10 +17,23 @@ case "$stack" in
   py312) PY=${PYTHON:-python3.12}; VENV=.venv312; LINE=0.19 ;;
   *) echo "setup_env.sh: unknown stack '$stack' (py311 or py312)" >&2; exit 2 ;;
 esac
-if ! command -v "$PY" >/dev/null 2>&1; then
-  [ "$stack" = py311 ] && command -v python3 >/dev/null && PY=python3 || {
-    echo "setup_env.sh: $PY not found (needed for the $stack stack)" >&2; exit 3; }
-fi
+# An interpreter that runs (a pyenv shim for a version that is not active exists but fails).
+find_python() {
+  local want=$1 c
+  for c in "$PY" "$HOME"/.pyenv/versions/"$want".*/bin/python"$want" \
+           /usr/local/bin/python"$want" /usr/bin/python"$want"; do
+    if "$c" -c 'import sys' >/dev/null 2>&1; then echo "$c"; return 0; fi
+  done
+  return 1
+}
+want=${PY#python}
+PY=$(find_python "$want") || {
+  if [ "$stack" = py311 ] && python3 -c 'import sys; assert sys.version_info[:2] == (3, 11)' 2>/dev/null; then
+    PY=python3
+  else
+    echo "setup_env.sh: no working python$want (needed for the $stack stack)" >&2; exit 3
+  fi
+}
 if [ ! -x "$VENV/bin/python" ]; then
   "$PY" -m venv "$VENV"
 fi
