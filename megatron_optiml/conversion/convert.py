@@ -40,6 +40,7 @@ from megatron_optiml.conversion.opt_hf import (
     hf_tensor_plan,
     write_hf_metadata,
 )
+from megatron_optiml.conversion.safetensors_stream import read_safetensors_header
 from megatron_optiml.models.opt.builder import check_supported
 from megatron_optiml.models.opt.flavors import OPTArch
 
@@ -210,6 +211,7 @@ def megatron_to_hf(
             return None
         from safetensors.torch import load_file
 
+        read_safetensors_header(path)  # names a truncated file
         return load_file(str(path))[POSITION_ROWS_KEY]
 
     return _write_hf(

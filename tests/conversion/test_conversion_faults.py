@@ -79,6 +79,16 @@ def test_truncated_safetensors_is_named(tmp_path, capsys):
     assert not (tmp_path / "meg").exists()
 
 
+def test_truncated_safetensors_in_a_megatron_checkpoint_is_named(tmp_path, capsys):
+    assert main(["hf-to-megatron", str(_hf_model(tmp_path / "hf")), str(tmp_path / "meg")]) == 0
+    extra = tmp_path / "meg" / "release" / "hf_extra.safetensors"
+    truncate_file(extra)
+    capsys.readouterr()
+    assert main(["megatron-to-hf", str(tmp_path / "meg"), str(tmp_path / "out")]) == 2
+    assert f"{extra}: truncated safetensors file" in _one_error_line(capsys)
+    assert not (tmp_path / "out").exists()
+
+
 def test_hf_tensor_contradicting_config_json(tmp_path, capsys):
     hf = _hf_model(tmp_path / "hf", ffn_dim=48)
     config = json.loads((hf / "config.json").read_text())
