@@ -74,10 +74,13 @@ def main(argv: list[str] | None = None) -> int:
         return 1
     except BaseException as e:  # CheckpointException is a BaseException
         full = None if isinstance(e, KeyboardInterrupt) else no_space_error(e)
-        if full is None:
-            raise
-        log.error("%s", no_space_message(full, cfg.exp_manager.run_dir))
-        return 1
+        if full is not None:
+            log.error("%s", no_space_message(full, cfg.exp_manager.run_dir))
+            return 1
+        if isinstance(e, OSError) and e.filename:  # e.g. a read-only run folder: names it
+            log.error("%s", e)
+            return 1
+        raise
     if result.preempted:
         return cfg.trainer.preemption_exit_code
     if result.stopped_on_nan:

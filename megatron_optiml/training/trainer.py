@@ -134,18 +134,18 @@ class Trainer:
         """One live run per folder: rank 0 takes the folder's lock (a relaunch into a folder
         whose run is still alive is refused; a killed run's lock is taken over) and every rank
         learns the outcome, so all of them stop with the same message."""
-        refusal = None
+        error: Exception | None = None
         if _is_rank0():
             lock = RunLock(self.run_dir)
             try:
                 lock.acquire()
                 self._run_lock = lock
-            except RunFolderLocked as e:
-                refusal = str(e)
-        box = [refusal]
+            except (RunFolderLocked, OSError) as e:  # OSError: e.g. a full or read-only disk
+                error = e
+        box = [error]
         torch.distributed.broadcast_object_list(box, src=0)
         if box[0] is not None:
-            raise RunFolderLocked(box[0])
+            raise box[0]
 
     def _transformer_config(self):
         m, t = self.cfg.model, self.cfg.trainer
