@@ -210,7 +210,7 @@ def writer_version(ckpt_dir: str | os.PathLike) -> str | None:
         return None
 
 
-class CheckpointVersionError(RuntimeError):
+class CheckpointVersionError(ValueError):
     """A checkpoint that the installed Megatron-Core cannot read."""
 
 
