@@ -81,8 +81,8 @@ def prepare_checkpoint_writer() -> None:
     """Start dist_checkpointing's result-queue Manager now, immune to SIGTERM/SIGUSR1.
 
     The torch_dist writer lazily starts a ``spawn`` Manager process for its result queue
-    (megatron-core 0.16.1: ``strategies/filesystem_async.py:51`` ``_get_write_results_queue``,
-    a module global). Slurm preemption signals every process of the job step, which would kill
+    (``strategies/filesystem_async.py`` ``_results_queue``, a module global on 0.16 and 0.19;
+    lines per version: ``compat.DISTOPT_WORKAROUNDS["checkpoint_writer_queue"]``). Slurm preemption signals every process of the job step, which would kill
     that Manager and with it the very checkpoint the preemption handler is writing. Started here
     with termination signals ignored, it lives until this process exits (its finalizer stops it).
     Version-specific: re-check the private global on a megatron-core upgrade.
@@ -105,7 +105,8 @@ def _materialize_optimizer_state(optimizer) -> None:
     """Give a fresh torch Adam its state tensors (and ``step``) before a checkpoint is loaded.
 
     Without TE/apex, Megatron-Core's DistributedOptimizer reads ``step`` from the inner torch
-    optimizer's state (distrib_optimizer.py:640, megatron-core 0.16.1), which a never-stepped
+    optimizer's state (``compat.DISTOPT_WORKAROUNDS["materialize_optimizer_state"]``: 0.16 and
+    0.19), which a never-stepped
     optimizer lacks. Megatron's own dummy step fills it; lr and weight decay are zeroed around it
     so no weight moves. The loaded state then replaces the dummy values.
     """
@@ -127,13 +128,13 @@ _STEP_PATCHED = False
 
 
 def _patch_distopt_torch_adam_step() -> None:
-    """Work around a megatron-core 0.16.1 bug on the torch-Adam path (no TE/apex).
+    """Work around a megatron-core bug on the torch-Adam path (no TE/apex; 0.16.1 and 0.19.2).
 
     ``load_parameter_state_from_fully_reshardable`` skips the per-parameter ``step`` of torch's
-    Adam when it builds the source tensors (distrib_optimizer.py:2100), but
-    ``_set_main_param_and_optimizer_states`` copies every key of the destination state,
-    ``step`` included (:940) -> KeyError. ``load_state_dict`` has already set that ``step`` from
-    the checkpoint's param groups (:818-826), so the patched call simply keeps it.
+    Adam when it builds the source tensors, but ``_set_main_param_and_optimizer_states`` copies
+    every key of the destination state, ``step`` included -> KeyError (lines per version:
+    ``compat.DISTOPT_WORKAROUNDS["distopt_torch_adam_step"]``). ``load_state_dict`` has already
+    set that ``step`` from the checkpoint's param groups, so the patched call simply keeps it.
     TE/apex FusedAdam keep no per-parameter step and never reach this. Re-check on upgrade.
     """
     global _STEP_PATCHED
@@ -157,8 +158,9 @@ def _patch_distopt_torch_adam_step() -> None:
 
 
 def _unshare_adam_steps(optimizer) -> None:
-    """megatron-core 0.16.1's DistributedOptimizer.load_state_dict gives every parameter of the
-    torch Adam the *same* ``step`` tensor (distrib_optimizer.py:822-826); torch increments it in
+    """Megatron-Core's DistributedOptimizer.load_state_dict (0.16.1 and 0.19.2) gives every
+    parameter of the torch Adam the *same* ``step`` tensor
+    (``compat.DISTOPT_WORKAROUNDS["unshare_adam_steps"]``); torch increments it in
     place once per parameter, so the bias correction runs away after resume. One copy each."""
     for opt in getattr(optimizer, "chained_optimizers", [optimizer]):
         inner = getattr(opt, "optimizer", None)
