@@ -14,3 +14,8 @@ class EmptyOutputError(DataError):
 def where(path: object, line: int | None = None) -> str:
     """`path` or `path:line` for messages."""
     return f"{path}:{line}" if line is not None else str(path)
+
+
+class NoCorrectOptionError(EmptyOutputError):
+    """A multiple-choice instance none of whose options is marked correct (BIG-bench
+    `target_scores` all <= 0); skippable like an empty output."""

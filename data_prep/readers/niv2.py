@@ -1,12 +1,21 @@
-"""Super-NaturalInstructions task JSON (Definition, Positive Examples, Instances, Categories)."""
+"""Super-NaturalInstructions task JSON (Definition, Positive Examples, Instances, Categories).
+
+Instance ids must be unique within a task: a repeated id whose input and outputs equal the first
+one's is dropped (one warning per task with the count), any other repeat is an error naming both
+positions. A folder's files not named `task*.json` are not NI tasks; they are skipped with a
+warning naming them.
+"""
 
 from __future__ import annotations
 
+import logging
 from pathlib import Path
 
 from data_prep.errors import DataError, EmptyOutputError
 from data_prep.readers._io import normalize_category, outputs_list, read_json, require
 from data_prep.schema import Instance, Task
+
+log = logging.getLogger(__name__)
 
 
 def _first_str(d: dict, key: str, loc: str) -> str:
@@ -38,8 +47,14 @@ def read_niv2_task(path: Path, *, benchmark: str = "niv2", skip_empty: bool = Fa
                 id=f"pos{i}",
             )
         )
+    records = require(d, "Instances", loc, kind=list)
     instances = []
-    for i, inst in enumerate(require(d, "Instances", loc, kind=list)):
+    first: dict[str, int] = {}  # id -> position in `instances`
+    positions: dict[str, int] = {}  # id -> index in the file's Instances
+    empty = duplicates = 0
+    for i, inst in enumerate(records):
+        if not isinstance(inst, dict):
+            raise DataError(f"{loc}: Instances[{i}]: expected an object")
         inst_loc = f"{loc}: Instances[{i}] (id {inst.get('id', '?')!r})"
         text = require(inst, "input", inst_loc)
         try:
@@ -49,8 +64,33 @@ def read_niv2_task(path: Path, *, benchmark: str = "niv2", skip_empty: bool = Fa
         except EmptyOutputError:
             if not skip_empty:
                 raise
+            empty += 1
             continue
-        instances.append(Instance(input=text, outputs=outputs, id=str(inst.get("id", i))))
+        inst_id = str(inst.get("id", i))
+        if inst_id in first:
+            kept = instances[first[inst_id]]
+            if kept.input != text or kept.outputs != outputs:
+                raise DataError(
+                    f"{inst_loc}: id already used by Instances[{positions[inst_id]}] "
+                    "with another input or output"
+                )
+            duplicates += 1
+            continue
+        first[inst_id], positions[inst_id] = len(instances), i
+        instances.append(Instance(input=text, outputs=outputs, id=inst_id))
+    if empty:
+        log.warning(
+            "%s: skipped %d of %d instances with an empty output (skip_empty_outputs)",
+            loc,
+            empty,
+            len(records),
+        )
+    if duplicates:
+        log.warning(
+            "%s: dropped %d instances repeating an earlier instance (same id, input and output)",
+            loc,
+            duplicates,
+        )
     return Task(
         name=path.stem,
         benchmark=benchmark,
@@ -66,6 +106,21 @@ def read_niv2_task(path: Path, *, benchmark: str = "niv2", skip_empty: bool = Fa
 def read_niv2(path: Path, *, benchmark: str = "niv2", skip_empty: bool = False) -> list[Task]:
     """One task per `task*.json` file (or the one file `path`)."""
     files = [path] if path.is_file() else sorted(path.glob("task*.json"))
+    if path.is_dir():
+        known = set(files)
+        others = sorted(
+            p.name
+            for p in path.iterdir()
+            if p.is_file() and not p.name.startswith(".") and p not in known
+        )
+        if others:
+            log.warning(
+                "%s: skipped %d files not named task*.json: %s%s",
+                path,
+                len(others),
+                ", ".join(others[:10]),
+                ", ..." if len(others) > 10 else "",
+            )
     if not files:
         raise DataError(f"{path}: no Super-NaturalInstructions task*.json files")
     return [read_niv2_task(f, benchmark=benchmark, skip_empty=skip_empty) for f in files]
