@@ -156,6 +156,11 @@ def enforce_leak_policy(
                 )
             if kept:
                 new_train.append(task.with_instances(kept))
+        if not new_train:
+            raise DataError(
+                "leak.policy='drop' removed every training instance (each one is also in an "
+                "evaluation split); nothing is left to train on"
+            )
         train = new_train
     return train, leaks
 

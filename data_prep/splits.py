@@ -8,6 +8,10 @@
 
 Instances with the same normalized input are kept together (grouped by hash), so duplicates
 inside a task can never land on both sides of an instance split.
+
+A held-out task whose category ends up with no training task is not partially supervised: it
+is moved to `heldout_category` with a warning naming it. A split that leaves no training
+instance at all is an error.
 """
 
 from __future__ import annotations
@@ -114,6 +118,12 @@ def split_tasks(
                 out[HELDOUT_INSTANCE].append(
                     _cap(task.with_instances(held), cfg.max_eval_instances, eval_rng)
                 )
+    _relabel_unsupervised(out)
+    if not any(t.instances for t in out[TRAIN]):
+        raise ValueError(
+            "splits: every task is held out, the train split is empty (held-out categories "
+            f"{sorted(held_cats)}, {len(held_tasks)} held-out tasks of {len(tasks)} tasks)"
+        )
     for s in ALL_SPLITS:
         log.info(
             "split %-16s %4d tasks %8d instances",
@@ -122,6 +132,30 @@ def split_tasks(
             sum(len(t.instances) for t in out[s]),
         )
     return out
+
+
+def _relabel_unsupervised(out: BenchSplits) -> None:
+    """Move held-out tasks whose category has no training task to `heldout_category`.
+
+    `heldout_task` means partially supervised (paper §2.3): unseen tasks of categories seen in
+    training. When every task of a category is held out (listed in `splits.heldout_tasks`),
+    the category is unseen and its tasks are fully held out; reporting them as partially
+    supervised would credit the tuning with a transfer it never had the chance to make.
+    """
+    seen = {t.category for t in out[TRAIN] if t.instances}
+    moved = [t for t in out[HELDOUT_TASK] if t.category not in seen]
+    if not moved:
+        return
+    for cat in sorted({t.category for t in moved}):
+        log.warning(
+            "splits.heldout_tasks: category %r has no training task, so %s are fully held out: "
+            "moved to %s (list the category in splits.heldout_categories to say so)",
+            cat,
+            ", ".join(t.name for t in moved if t.category == cat),
+            HELDOUT_CATEGORY,
+        )
+    out.splits[HELDOUT_TASK] = [t for t in out[HELDOUT_TASK] if t.category in seen]
+    out.splits[HELDOUT_CATEGORY] = sorted(out[HELDOUT_CATEGORY] + moved, key=lambda t: t.name)
 
 
 def _split_instances(task: Task, cfg: SplitConfig, digest: Digest) -> tuple[list, list, list]:

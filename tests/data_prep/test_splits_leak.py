@@ -1,5 +1,6 @@
 import dataclasses
 import random
+from pathlib import Path
 
 import pytest
 
@@ -191,3 +192,49 @@ def test_nothing_held_out_needs_no_hashing(bundled):
     s = split_tasks(tasks, cfg, train_only=train_only, digest=no_digest)
     assert sum(len(t.instances) for t in s["train"]) == sum(len(t.instances) for t in tasks)
     assert enforce_leak_policy(s["train"], s.evals(), "error", digest=no_digest)[1] == []
+
+
+def test_heldout_tasks_of_an_unseen_category_are_fully_held_out(bundled, caplog):
+    """Holding out every summarization task left the category unseen, yet the tasks were
+    reported as partially supervised (heldout_task)."""
+    tasks, train_only, cfg = bundled
+    summarization = sorted(t.name for t in tasks if t.category == "summarization")
+    assert summarization == ["samsum", "task1290_xsum_summarization", "xsum"]
+    cfg = dataclasses.replace(cfg, heldout_tasks=[*summarization, "known_unknowns"])
+    with caplog.at_level("WARNING", logger="data_prep.splits"):
+        s = split_tasks(tasks, cfg, train_only=train_only)
+    assert [t.name for t in s["heldout_task"]] == ["known_unknowns"]
+    assert set(summarization) <= {t.name for t in s["heldout_category"]}
+    assert "summarization" not in {t.category for t in s["train"]}
+    assert "category 'summarization' has no training task" in caplog.text
+    assert all(name in caplog.text for name in summarization)
+
+
+def test_holding_out_every_task_is_an_error(bundled, tmp_path):
+    tasks, train_only, cfg = bundled
+    every = sorted({t.category for t in tasks})
+    with pytest.raises(ValueError, match="every task is held out, the train split is empty"):
+        split_tasks(tasks, dataclasses.replace(cfg, heldout_categories=every, heldout_tasks=[]))
+    # The CLI says so and exits 1 (it exited 0 with an empty training blend).
+    import yaml
+
+    from data_prep.cli import main
+
+    examples = Path(__file__).resolve().parents[2] / "examples" / "data_prep"
+    data = yaml.safe_load((examples / "bench_config.yaml").read_text())
+    data["task_map"] = str(examples / data["task_map"])
+    for src in data["sources"]:
+        src["path"] = str((examples / src["path"]).resolve())
+    data["splits"]["heldout_categories"] = every
+    data["splits"]["heldout_tasks"] = []
+    config = tmp_path / "all_held_out.yaml"
+    config.write_text(yaml.safe_dump(data))
+    assert main(["--config", str(config), "--out", str(tmp_path / "out"), "--no-progress"]) == 1
+    assert not (tmp_path / "out").exists()
+
+
+def test_dropping_every_training_instance_is_an_error():
+    train = [_t("tr", ["The cat sat."])]
+    evals = {"heldout_instance": [_t("ev", ["the cat sat"])]}
+    with pytest.raises(DataError, match="removed every training instance"):
+        enforce_leak_policy(train, evals, "drop")
