@@ -27,7 +27,7 @@ from __future__ import annotations
 
 import math
 import random
-from collections.abc import Sequence
+from collections.abc import Collection, Sequence
 from dataclasses import dataclass
 
 from data_prep.schema import Instance, Task
@@ -146,16 +146,27 @@ def sample_num_demonstrations(rng: random.Random, *, zipf_a: float, max_k: int =
 
 
 def sample_demonstrations(
-    pool: Sequence[Instance], k: int, rng: random.Random, *, exclude: Instance | None = None
+    pool: Sequence[Instance],
+    k: int,
+    rng: random.Random,
+    *,
+    exclude: Instance | None = None,
+    avoid: Collection[int] = (),
 ) -> list[Instance]:
-    """Up to `k` distinct instances from `pool`, never `exclude` (by identity, id or input).
+    """Up to `k` distinct instances from `pool`, never `exclude` (by identity, id or input) and
+    never the pool positions in `avoid` (e.g. `exclude`'s record under other templates,
+    `data_prep.records.record_links`).
 
-    Returns fewer than `k` when the pool is too small. O(k) draws, so large pools are cheap.
+    Returns fewer than `k` when the pool is too small. O(k) draws, so large pools are cheap;
+    the draw is the same as without `avoid` when it picks nothing in `avoid`.
     """
     if k <= 0 or not pool:
         return []
 
-    def excluded(cand: Instance) -> bool:
+    def excluded(i: int) -> bool:
+        cand = pool[i]
+        if i in avoid:
+            return True
         if exclude is None:
             return False
         return (
@@ -165,12 +176,12 @@ def sample_demonstrations(
         )
 
     picks = rng.sample(range(len(pool)), min(len(pool), k + 1))
-    chosen = [pool[i] for i in picks if not excluded(pool[i])][:k]
+    chosen = [i for i in picks if not excluded(i)][:k]
     if len(chosen) < k and len(pool) > k + 1:
-        # Several pool entries share the excluded input: fall back to a filtered draw.
-        rest = [c for c in pool if not excluded(c) and all(c is not x for x in chosen)]
+        # Several pool entries are excluded: fall back to a filtered draw.
+        rest = [i for i in range(len(pool)) if not excluded(i) and i not in chosen]
         chosen += rng.sample(rest, min(len(rest), k - len(chosen)))
-    return chosen
+    return [pool[i] for i in chosen]
 
 
 def sample_delimiter(rng: random.Random, delimiters: Sequence[str] = PAPER_DELIMITERS) -> str:

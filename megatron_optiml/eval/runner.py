@@ -19,6 +19,7 @@ from pathlib import Path
 
 import torch
 
+from data_prep.records import record_links
 from data_prep.render import render_target
 from data_prep.schema import Instance, Task, read_tasks_jsonl
 from megatron_optiml.eval.aggregate import InstanceResult, aggregate, subtask_of
@@ -157,6 +158,7 @@ def evaluate_model(
             for k in cfg.shots:
                 for task in tasks:
                     demo_src, pool = demonstration_pool(task, k, cfg.demo_source, train_pools)
+                    same_record = record_links(task.instances, pool) if k else None
                     for index in range(_limited(task, cfg.limit)):
                         inst = task.instances[index]
                         ex, demos = render_eval_example(
@@ -167,6 +169,7 @@ def evaluate_model(
                             pool=pool,
                             delimiter=cfg.delimiter,
                             seed=cfg.seed,
+                            same_record=same_record,
                         )
                         ctx = {
                             "split": split,
