@@ -57,11 +57,13 @@ def aggregate(results: Iterable[InstanceResult]) -> dict:
     `category`, `benchmark` and `subtasks` (`{name: {"score", "instances"}}`).
     """
     grouped: dict = defaultdict(lambda: defaultdict(lambda: defaultdict(lambda: defaultdict(list))))
-    meta: dict[tuple[str, str], tuple[str, str, str]] = {}
+    meta: dict[tuple[str, str], tuple[str, str]] = {}
+    metrics: dict[tuple[str, str], set[str]] = defaultdict(set)
     for r in results:
         sub = r.subtask or subtask_of(r.instance_id, r.task)
         grouped[r.split][r.shots][r.task][sub].append(r)
-        meta[(r.split, r.task)] = (r.category, r.benchmark, r.metric)
+        meta[(r.split, r.task)] = (r.category, r.benchmark)
+        metrics[(r.split, r.task)].add(r.metric)
     out: dict = {}
     for split in sorted(grouped):
         per_shot = {}
@@ -74,10 +76,12 @@ def aggregate(results: Iterable[InstanceResult]) -> dict:
                     for s, rs in sorted(subs.items())
                 }
                 sub_metrics = [_mean_dicts([r.metrics for r in rs]) for rs in subs.values()]
-                category, benchmark, metric = meta[(split, task)]
+                category, benchmark = meta[(split, task)]
                 tasks[task] = {
                     "score": fmean(v["score"] for v in sub_scores.values()),
-                    "metric": metric,
+                    # A template task may rank-classify some templates (a label set) and
+                    # generate for others: its score averages both, and says so.
+                    "metric": "+".join(sorted(metrics[(split, task)])),
                     "metrics": _mean_dicts(sub_metrics),
                     "instances": sum(v["instances"] for v in sub_scores.values()),
                     "category": category,

@@ -87,3 +87,20 @@ def test_runner_k_shot_demonstrations_skip_the_query_record(ps_tasks, tiny_model
     assert [d.id for d in demos] == next(r for r in records if r["id"] == task.instances[7].id)[
         "demonstrations"
     ]
+
+
+def test_a_task_mixing_ranked_and_generated_templates_says_so(ps_tasks, tiny_model):
+    """paws: two yes/no templates (rank classification) and a paraphrase template (ROUGE-L)."""
+    from megatron_optiml.eval.aggregate import aggregate
+
+    task = ps_tasks["paws_labeled_final"]
+    cfg = EvalConfig(splits=["heldout_task"], shots=[0], max_new_tokens=2, progress=False)
+    results, _ = evaluate_model(tiny_model, {"heldout_task": [task]}, cfg)
+    by_template = {(r.subtask, r.metric) for r in results}
+    assert by_template == {
+        ("paws_labeled_final_Meaning", "accuracy"),
+        ("paws_labeled_final_Rewrite", "accuracy"),
+        ("paws_labeled_final_paraphrase_task", "rougeL"),
+    }
+    entry = aggregate(results)["heldout_task"]["shots"]["0"]["tasks"]["paws_labeled_final"]
+    assert entry["metric"] == "accuracy+rougeL"
