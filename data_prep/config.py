@@ -61,8 +61,9 @@ class SourceConfig:
     train_only: bool = False
     """Never hold out these tasks or instances (pre-training text, reasoning data)."""
     skip_empty_outputs: bool = False
-    """`niv2` / `promptsource` / `bigbench`: skip (and log) instances with an empty output instead of
-    stopping (real T0 data has some, e.g. trec_fine_grained_open)."""
+    """`niv2` / `promptsource` / `bigbench`: skip instances with an empty output (and BIG-bench
+    examples whose `target_scores` mark no option correct) instead of stopping, with one warning
+    per file giving the count (real T0 data has some, e.g. trec_fine_grained_open)."""
     template_sampling: str = "paper"
     """`promptsource` / `jinja` / `flan`: `paper` (§4.1): a training task keeps N of its prompted
     instances, drawn at random from all its templates merged, N = its largest per-template
