@@ -28,7 +28,8 @@ class TrainerConfig:
     num_nodes: int = 1
     """Nodes in the job."""
     accelerator: Literal["auto", "gpu", "cpu"] = "auto"
-    """'auto' uses CUDA when present, else the CPU backend."""
+    """'auto' uses CUDA when present, else the CPU backend; 'cpu' stays on the CPU backend (gloo)
+    also on a node with GPUs; 'gpu' fails up front without CUDA."""
     precision: str = "bf16"
     """'32', 'bf16' (BF16 params, FP32 main grads/optimizer), 'fp8' (BF16 + TE FP8 GEMMs)."""
     max_steps: int = 4000
@@ -347,9 +348,8 @@ class RunConfig:
         self, *, cuda_available: bool | None = None, have_te: bool | None = None
     ) -> RunConfig:
         """Every check that can fail before a process group starts. Returns self."""
-        import torch
-
         from megatron_optiml.models.opt import check_supported, get_flavor
+        from megatron_optiml.parallel.device import resolve_accelerator
         from megatron_optiml.utils.optional import have_transformer_engine
 
         self.trainer.validate()
@@ -411,12 +411,10 @@ class RunConfig:
                 m.data.seq_length,
                 f"sequence parallel needs it divisible by TP={tp}",
             )
-        cuda = torch.cuda.is_available() if cuda_available is None else cuda_available
+        # The device the run will use ('gpu' without CUDA fails here); accelerator=cpu on a GPU
+        # node runs on the CPU backend, so the GPU-only features below are refused there too.
+        cuda = resolve_accelerator(t.accelerator, cuda_available=cuda_available) == "cuda"
         te = have_transformer_engine() if have_te is None else have_te
-        if t.accelerator == "gpu":
-            _require(
-                cuda, "trainer.accelerator", "gpu", "no CUDA device is available on this machine"
-            )
         if t.fp8:
             _require(
                 cuda,
@@ -463,14 +461,11 @@ class RunConfig:
         )
 
     def resolved_transformer_impl(self) -> str:
+        """``model.transformer_impl``, with 'auto' = TE when the run is on a GPU and TE loads."""
         if self.model.transformer_impl != "auto":
             return self.model.transformer_impl
-        import torch
-
+        from megatron_optiml.parallel.device import resolve_accelerator
         from megatron_optiml.utils.optional import have_transformer_engine
 
-        return (
-            "transformer_engine"
-            if torch.cuda.is_available() and have_transformer_engine()
-            else "local"
-        )
+        on_gpu = resolve_accelerator(self.trainer.accelerator) == "cuda"
+        return "transformer_engine" if on_gpu and have_transformer_engine() else "local"

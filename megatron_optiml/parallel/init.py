@@ -10,7 +10,7 @@ import torch
 from megatron.core import parallel_state
 from megatron.core.tensor_parallel import model_parallel_cuda_manual_seed
 
-from megatron_optiml.backend import cpu as cpu_backend
+from megatron_optiml.parallel.device import select_accelerator
 
 logger = logging.getLogger(__name__)
 
@@ -22,20 +22,20 @@ def init_distributed(
     virtual_pipeline_model_parallel_size: int | None = None,
     seed: int = 1234,
     timeout_minutes: float = 10.0,
+    accelerator: str = "auto",
 ) -> None:
     """Initialise the default process group from torchrun/Slurm env vars, then Megatron's groups.
 
     Reads RANK / WORLD_SIZE / LOCAL_RANK / MASTER_ADDR / MASTER_PORT (torchrun's names; the Slurm
-    launcher exports the same). Without CUDA it installs the CPU backend and uses gloo.
+    launcher exports the same). ``accelerator`` is ``trainer.accelerator``: on 'cpu' (or 'auto'
+    without CUDA) it installs the CPU backend and uses gloo, also on a node with GPUs.
     """
-    use_cuda = torch.cuda.is_available()
-    if not use_cuda:
-        cpu_backend.install()
+    use_cuda = select_accelerator(accelerator) == "cuda"
     if not torch.distributed.is_initialized():
         rank = int(os.environ.get("RANK", "0"))
         world_size = int(os.environ.get("WORLD_SIZE", "1"))
         os.environ.setdefault("MASTER_ADDR", "127.0.0.1")
-        os.environ.setdefault("MASTER_PORT", "29500")
+        os.environ.setdefault("MASTER_PORT", str(rendezvous_port()))
         if use_cuda:
             torch.cuda.set_device(int(os.environ.get("LOCAL_RANK", "0")))
         torch.distributed.init_process_group(
@@ -66,6 +66,16 @@ def init_distributed(
         parallel_state.get_data_parallel_world_size(),
         "nccl" if use_cuda else "gloo",
     )
+
+
+def rendezvous_port(environ: dict[str, str] | None = None) -> int:
+    """The rendezvous port: ``MASTER_PORT`` when set, else 29500 + Slurm job id % 1000 (jobs
+    sharing a first node do not collide), else 29500. The one rule the launcher and the
+    ranks share (``optiml-train --validate-only --json`` reports it)."""
+    env = os.environ if environ is None else environ
+    if env.get("MASTER_PORT"):
+        return int(env["MASTER_PORT"])
+    return 29500 + int(env.get("SLURM_JOB_ID") or 0) % 1000
 
 
 def destroy_distributed() -> None:

@@ -30,6 +30,7 @@ from megatron_optiml.backend.compat import load_dist_checkpoint, save_dist_check
 from megatron_optiml.checkpointing import iteration_dir, read_tracker, write_meta, write_tracker
 from megatron_optiml.checkpointing.model import check_tensor_shapes
 from megatron_optiml.models.opt import OPTArch
+from megatron_optiml.parallel.device import compute_device, uses_cuda
 from megatron_optiml.utils.disk import no_space_error
 from megatron_optiml.utils.process import die_with_parent
 
@@ -56,7 +57,7 @@ def _model_state(model_chunks: list[torch.nn.Module]) -> dict[str, Any]:
 
 def _rng_state() -> dict[str, Any]:
     state = {"torch": torch.get_rng_state(), "tracker": get_cuda_rng_tracker().get_states()}
-    if torch.cuda.is_available():
+    if uses_cuda():
         state["cuda"] = torch.cuda.get_rng_state()
     return state
 
@@ -169,12 +170,6 @@ def _unshare_adam_steps(optimizer) -> None:
                 state["step"] = state["step"].clone()
 
 
-def _comm_device() -> torch.device:
-    if torch.cuda.is_available():
-        return torch.device("cuda", torch.cuda.current_device())
-    return torch.device("cpu")
-
-
 def _on_every_rank_outcome(ckpt_dir: Path, fn: Callable[[], Any], *, here: bool = True) -> None:
     """Run ``fn`` on this rank (if ``here``), then agree on the outcome across ranks: if any
     rank failed, every rank raises (a full disk as the same ``OSError(ENOSPC)`` naming
@@ -186,7 +181,7 @@ def _on_every_rank_outcome(ckpt_dir: Path, fn: Callable[[], Any], *, here: bool 
         except (Exception, CheckpointException) as e:  # CheckpointException: a BaseException
             error = e
     code = 0 if error is None else 2 if no_space_error(error, ckpt_dir) else 1
-    flag = torch.tensor([code], dtype=torch.int32, device=_comm_device())
+    flag = torch.tensor([code], dtype=torch.int32, device=compute_device())
     torch.distributed.all_reduce(flag, op=torch.distributed.ReduceOp.MAX)
     code = int(flag.item())
     if code == 2:
@@ -307,7 +302,7 @@ def load_checkpoint(
         rng = torch.load(rng_file, weights_only=False)
         torch.set_rng_state(rng["torch"])
         get_cuda_rng_tracker().set_states(rng["tracker"])
-        if "cuda" in rng and torch.cuda.is_available():
+        if "cuda" in rng and uses_cuda():
             torch.cuda.set_rng_state(rng["cuda"])
     else:
         logger.warning(

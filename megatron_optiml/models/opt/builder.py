@@ -4,13 +4,13 @@ from __future__ import annotations
 
 from typing import Any
 
-import torch
 import torch.nn.functional as F
 from megatron.core.models.gpt import GPTModel
 from megatron.core.transformer import TransformerConfig
 
 from megatron_optiml.models.opt.flavors import OPTArch
 from megatron_optiml.models.opt.spec import opt_block_spec
+from megatron_optiml.parallel.device import uses_cuda
 
 
 def check_supported(arch: OPTArch) -> None:
@@ -75,14 +75,14 @@ def build_transformer_config(arch: OPTArch, **overrides: Any) -> TransformerConf
         init_method_std=0.02,
         hidden_dropout=0.0,
         attention_dropout=0.0,
-        # Fused CUDA kernels off by default; the trainer turns on what the device supports.
+        # Fused CUDA kernels off by default; training/build.py turns on what the device has.
         bias_activation_fusion=False,
         bias_dropout_fusion=False,
         masked_softmax_fusion=False,
         gradient_accumulation_fusion=False,
         persist_layer_norm=False,
         apply_rope_fusion=False,
-        use_cpu_initialization=not torch.cuda.is_available(),
+        use_cpu_initialization=not uses_cuda(),
     )
     fields.update(overrides)
     check_pipeline_split(fields)

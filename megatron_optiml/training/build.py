@@ -1,0 +1,191 @@
+"""The one path from a run config to Megatron-Core objects: ``TransformerConfig``, the model
+chunks wrapped in ``Float16Module`` + ``DistributedDataParallel``, the optimizer and its LR
+scheduler. The trainer, the planner's measurement, the layout-parity workload and the
+benchmarks all build here, so what they measure is what users train with.
+
+Call after :func:`megatron_optiml.parallel.init_distributed` (the device and the parallel
+groups come from there); nothing here validates the config: the trainer's
+``RunConfig.validate()`` does, other callers fill in only what they exercise.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+from megatron.core import parallel_state as ps
+from megatron.core.distributed import DistributedDataParallel, DistributedDataParallelConfig
+from megatron.core.distributed.finalize_model_grads import finalize_model_grads
+from megatron.core.optimizer import OptimizerConfig, get_megatron_optimizer
+from megatron.core.optimizer_param_scheduler import OptimizerParamScheduler
+from megatron.core.transformer import TransformerConfig
+from megatron.core.transformer.module import Float16Module
+
+from megatron_optiml.config import RunConfig
+from megatron_optiml.models.opt import OPTArch, build_opt_model, build_transformer_config
+from megatron_optiml.models.opt import get_flavor as _get_flavor
+from megatron_optiml.parallel.device import uses_cuda
+
+# model.optim.sched.name -> Megatron-Core's lr_decay_style.
+DECAY_STYLES = {
+    "WarmupAnnealing": "linear",
+    "linear": "linear",
+    "cosine": "cosine",
+    "constant": "constant",
+}
+
+
+@dataclass
+class BuiltModel:
+    """What :func:`build_model` returns."""
+
+    config: TransformerConfig
+    """The TransformerConfig every chunk shares (schedules read ``no_sync_func`` etc. from it)."""
+    chunks: list[torch.nn.Module]
+    """The unwrapped ``GPTModel`` chunks (one per virtual stage): checkpoint keys, loading."""
+    model: list[DistributedDataParallel]
+    """The DDP-wrapped chunks the schedules and the optimizer run."""
+
+
+def model_arch(cfg: RunConfig, arch: OPTArch | None = None) -> OPTArch:
+    """``arch`` when given (a shape outside the flavors table), else ``model.flavor``'s."""
+    return arch if arch is not None else _get_flavor(cfg.model.flavor)
+
+
+def params_dtype(cfg: RunConfig) -> torch.dtype:
+    return torch.bfloat16 if cfg.trainer.bf16 else torch.float32
+
+
+def transformer_config(cfg: RunConfig, *, arch: OPTArch | None = None) -> TransformerConfig:
+    """OPT's TransformerConfig for ``cfg``: parallel layout, dropouts, precision (BF16 params,
+    FP8 GEMMs), activation recompute, per-token loss, and the fused kernels the device has."""
+    m, t = cfg.model, cfg.trainer
+    dtype = params_dtype(cfg)
+    extra: dict[str, Any] = {}
+    if m.activations_checkpoint_granularity:
+        extra["recompute_granularity"] = m.activations_checkpoint_granularity
+        if m.activations_checkpoint_granularity == "full":
+            extra["recompute_method"] = m.activations_checkpoint_method
+            extra["recompute_num_layers"] = m.activations_checkpoint_num_layers
+    if t.fp8:
+        extra.update(
+            fp8="hybrid",  # E4M3 forward, E5M2 gradients
+            fp8_recipe=m.fp8_recipe,
+            fp8_amax_history_len=m.fp8_amax_history_len,
+            fp8_amax_compute_algo=m.fp8_amax_compute_algo,
+        )
+    if uses_cuda():
+        # Fused kernels where the device has them: bias-dropout-add is a TorchScript fusion;
+        # the masked softmax kernel is a compiled extension (Megatron-LM/apex build).
+        extra["bias_dropout_fusion"] = True
+        extra["masked_softmax_fusion"] = (
+            importlib.util.find_spec("scaled_upper_triang_masked_softmax_cuda") is not None
+        )
+    return build_transformer_config(
+        model_arch(cfg, arch),
+        tensor_model_parallel_size=m.tensor_model_parallel_size,
+        pipeline_model_parallel_size=m.pipeline_model_parallel_size,
+        virtual_pipeline_model_parallel_size=m.virtual_pipeline_model_parallel_size,
+        sequence_parallel=m.sequence_parallel,
+        hidden_dropout=m.hidden_dropout,
+        attention_dropout=m.attention_dropout,
+        bf16=t.bf16,
+        params_dtype=dtype,
+        pipeline_dtype=dtype,
+        calculate_per_token_loss=True,
+        **extra,
+    )
+
+
+def build_model(
+    cfg: RunConfig,
+    *,
+    arch: OPTArch | None = None,
+    core_attention: str = "sdpa",
+    load_weights: Callable[[list[torch.nn.Module]], None] | None = None,
+) -> BuiltModel:
+    """This rank's model chunks (one per virtual pipeline stage) on the compute device, wrapped
+    for training: ``Float16Module`` under BF16, then Megatron-Core DDP (fp32 grad reduction,
+    distributed-optimizer buffers with ``distributed_fused_adam``).
+
+    ``core_attention`` is the local spec's core attention ('sdpa' | 'unfused': the planner's
+    memory model assumes the unfused one). ``load_weights(chunks)`` runs on the unwrapped
+    chunks before wrapping (initial weights: a checkpoint, canonical test weights).
+    """
+    arch = model_arch(cfg, arch)
+    m = cfg.model
+    config = transformer_config(cfg, arch=arch)
+    vpp = m.virtual_pipeline_model_parallel_size
+    chunks: list[torch.nn.Module] = []
+    for vp in range(vpp or 1):
+        stage = vp if vpp else None
+        chunk = build_opt_model(
+            arch,
+            config,
+            transformer_impl=cfg.resolved_transformer_impl(),
+            core_attention=core_attention,
+            pre_process=ps.is_pipeline_first_stage(ignore_virtual=False, vp_stage=stage),
+            post_process=ps.is_pipeline_last_stage(ignore_virtual=False, vp_stage=stage),
+            vp_stage=stage,
+        )
+        if uses_cuda():
+            chunk.cuda(torch.cuda.current_device())
+        chunks.append(chunk)
+    if load_weights is not None:
+        load_weights(chunks)
+    wrapped = [Float16Module(config, c) for c in chunks] if cfg.trainer.bf16 else list(chunks)
+    ddp_config = DistributedDataParallelConfig(
+        grad_reduce_in_fp32=True,
+        overlap_grad_reduce=False,
+        use_distributed_optimizer=m.optim.use_distributed_optimizer,
+    )
+    model = [
+        DistributedDataParallel(config, ddp_config, c, disable_bucketing=(i > 0))
+        for i, c in enumerate(wrapped)
+    ]
+    config.finalize_model_grads_func = finalize_model_grads
+    no_sync = [c.no_sync for c in model]
+    config.no_sync_func = no_sync[0] if len(no_sync) == 1 else no_sync
+    return BuiltModel(config=config, chunks=chunks, model=model)
+
+
+def build_optimizer(
+    cfg: RunConfig, model: list[DistributedDataParallel]
+) -> tuple[Any, OptimizerParamScheduler]:
+    """Megatron's Adam (fp32 main params and states; distributed with
+    ``distributed_fused_adam``; global-norm clipping) and its LR/weight-decay scheduler, which
+    counts optimizer steps (Megatron-LM counts samples)."""
+    t, o = cfg.trainer, cfg.model.optim
+    optimizer = get_megatron_optimizer(
+        OptimizerConfig(
+            optimizer="adam",
+            lr=o.lr,
+            min_lr=o.sched.min_lr,
+            weight_decay=o.weight_decay,
+            adam_beta1=o.betas[0],
+            adam_beta2=o.betas[1],
+            adam_eps=o.eps,
+            bf16=t.bf16,
+            params_dtype=params_dtype(cfg),
+            use_distributed_optimizer=o.use_distributed_optimizer,
+            clip_grad=t.gradient_clip_val,
+        ),
+        model,
+    )
+    scheduler = OptimizerParamScheduler(
+        optimizer,
+        init_lr=0.0,
+        max_lr=o.lr,
+        min_lr=o.sched.min_lr,
+        lr_warmup_steps=o.sched.warmup_steps,
+        lr_decay_steps=t.max_steps,
+        lr_decay_style=DECAY_STYLES[o.sched.name],
+        start_wd=o.weight_decay,
+        end_wd=o.weight_decay,
+        wd_incr_steps=t.max_steps,
+        wd_incr_style="constant",
+    )
+    return optimizer, scheduler
