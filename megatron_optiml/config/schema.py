@@ -9,7 +9,10 @@ fails before any process group starts.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Literal
+from typing import TYPE_CHECKING, Literal
+
+if TYPE_CHECKING:
+    from megatron_optiml.parallel.layout import ParallelLayout
 
 PRECISIONS = ("32", "16", "bf16", "bf16-mixed", "16-mixed", "fp8")
 
@@ -162,7 +165,7 @@ class DataConfig:
     blend_path: str = ""
     """data_prep's blend.json (per-task indexed datasets and their weights per split)."""
     seq_length: int = 2048
-    """Packed sequence length in tokens (<= the model's 2048 positions)."""
+    """Packed sequence length in tokens (2 to the model's 2048 positions)."""
     validation_split: str = "validation"
     """Split of blend.json used for validation loss (per benchmark)."""
     num_workers: int = 0
@@ -177,7 +180,6 @@ class DataConfig:
             self.blend_path,
             "must name data_prep's blend.json",
         )
-        _require(self.seq_length >= 8, "model.data.seq_length", self.seq_length, "must be >= 8")
         _require(self.num_workers >= 0, "model.data.num_workers", self.num_workers, "must be >= 0")
 
 
@@ -301,22 +303,13 @@ class ModelConfig:
         from megatron_optiml.models.opt import get_flavor
 
         get_flavor(self.flavor)
-        for key in (
-            "tensor_model_parallel_size",
-            "pipeline_model_parallel_size",
-            "micro_batch_size",
-            "global_batch_size",
-            "fp8_amax_history_len",
-        ):
-            _require(getattr(self, key) >= 1, f"model.{key}", getattr(self, key), "must be >= 1")
-        if self.virtual_pipeline_model_parallel_size is not None:
-            _require(
-                self.virtual_pipeline_model_parallel_size >= 2
-                and self.pipeline_model_parallel_size >= 2,
-                "model.virtual_pipeline_model_parallel_size",
-                self.virtual_pipeline_model_parallel_size,
-                "interleaving needs >= 2 chunks and pipeline_model_parallel_size >= 2",
-            )
+        # Parallel sizes, batch and sequence shape: the layout rules in RunConfig.validate().
+        _require(
+            self.fp8_amax_history_len >= 1,
+            "model.fp8_amax_history_len",
+            self.fp8_amax_history_len,
+            "must be >= 1",
+        )
         for key in ("hidden_dropout", "attention_dropout"):
             _require(
                 0 <= getattr(self, key) < 1, f"model.{key}", getattr(self, key), "must be in [0, 1)"
@@ -361,56 +354,7 @@ class RunConfig:
             check_supported(arch)
         except NotImplementedError as e:
             raise ValueError(f"model.flavor={m.flavor!r}: {e}") from None
-        tp, pp = m.tensor_model_parallel_size, m.pipeline_model_parallel_size
-        _require(
-            arch.num_attention_heads % tp == 0,
-            "model.tensor_model_parallel_size",
-            tp,
-            f"{m.flavor} has {arch.num_attention_heads} attention heads, not divisible by TP",
-        )
-        _require(
-            arch.ffn_hidden_size % tp == 0,
-            "model.tensor_model_parallel_size",
-            tp,
-            f"ffn_hidden_size {arch.ffn_hidden_size} is not divisible by TP",
-        )
-        chunks = pp * (m.virtual_pipeline_model_parallel_size or 1)
-        _require(
-            arch.num_layers % chunks == 0,
-            "model.pipeline_model_parallel_size",
-            pp,
-            f"{m.flavor} has {arch.num_layers} layers, not divisible by PP x VP = {chunks}",
-        )
-        world = t.world_size
-        _require(
-            world % (tp * pp) == 0,
-            "trainer.devices",
-            t.devices,
-            f"world size {world} (devices x num_nodes) is not divisible by TP x PP = {tp * pp}",
-        )
-        dp = world // (tp * pp)
-        _require(
-            m.global_batch_size % (m.micro_batch_size * dp) == 0,
-            "model.global_batch_size",
-            m.global_batch_size,
-            f"not divisible by micro_batch_size x DP = {m.micro_batch_size} x {dp}",
-        )
-        _require(
-            m.data.seq_length <= arch.max_position_embeddings,
-            "model.data.seq_length",
-            m.data.seq_length,
-            f"exceeds the model's {arch.max_position_embeddings} learned positions",
-        )
-        if m.sequence_parallel:
-            _require(
-                tp > 1, "model.sequence_parallel", True, "needs tensor_model_parallel_size > 1"
-            )
-            _require(
-                m.data.seq_length % tp == 0,
-                "model.data.seq_length",
-                m.data.seq_length,
-                f"sequence parallel needs it divisible by TP={tp}",
-            )
+        self._check_layout(arch)
         # The device the run will use ('gpu' without CUDA fails here); accelerator=cpu on a GPU
         # node runs on the CPU backend, so the GPU-only features below are refused there too.
         cuda = resolve_accelerator(t.accelerator, cuda_available=cuda_available) == "cuda"
@@ -454,11 +398,55 @@ class RunConfig:
             )
         return self
 
+    def layout(self) -> ParallelLayout:
+        """The run's parallel layout (sizes, batch and sequence shape, devices)."""
+        from megatron_optiml.parallel.layout import ParallelLayout
+
+        m, t = self.model, self.trainer
+        return ParallelLayout(
+            tp=m.tensor_model_parallel_size,
+            pp=m.pipeline_model_parallel_size,
+            vp=m.virtual_pipeline_model_parallel_size,
+            sequence_parallel=m.sequence_parallel,
+            micro_batch_size=m.micro_batch_size,
+            global_batch_size=m.global_batch_size,
+            seq_length=m.data.seq_length,
+            num_nodes=t.num_nodes,
+            devices_per_node=t.devices,
+        )
+
+    def _check_layout(self, arch) -> None:
+        """The shared layout rules (megatron_optiml/parallel/layout.py), errors in our keys."""
+        from megatron_optiml.parallel.layout import LayoutError, check_layout
+
+        m, t = self.model, self.trainer
+        keys = {
+            "tp": ("model.tensor_model_parallel_size", m.tensor_model_parallel_size),
+            "pp": ("model.pipeline_model_parallel_size", m.pipeline_model_parallel_size),
+            "vp": (
+                "model.virtual_pipeline_model_parallel_size",
+                m.virtual_pipeline_model_parallel_size,
+            ),
+            "sequence_parallel": ("model.sequence_parallel", m.sequence_parallel),
+            "micro_batch_size": ("model.micro_batch_size", m.micro_batch_size),
+            "global_batch_size": ("model.global_batch_size", m.global_batch_size),
+            "seq_length": ("model.data.seq_length", m.data.seq_length),
+            "world": ("trainer.devices", t.devices),
+        }
+        try:
+            check_layout(self.layout(), arch, model=m.flavor)
+        except LayoutError as e:
+            key, value = keys[e.role]
+            raise ValueError(f"{key}={value!r}: {e.reason}") from None
+
     @property
     def data_parallel_size(self) -> int:
-        return self.trainer.world_size // (
-            self.model.tensor_model_parallel_size * self.model.pipeline_model_parallel_size
-        )
+        return self.layout().data_parallel_size
+
+    @property
+    def num_microbatches(self) -> int:
+        """Micro-batches per rank per optimizer step."""
+        return self.layout().num_microbatches
 
     def resolved_transformer_impl(self) -> str:
         """``model.transformer_impl``, with 'auto' = TE when the run is on a GPU and TE loads."""

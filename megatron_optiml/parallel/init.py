@@ -11,6 +11,7 @@ from megatron.core import parallel_state
 from megatron.core.tensor_parallel import model_parallel_cuda_manual_seed
 
 from megatron_optiml.parallel.device import select_accelerator
+from megatron_optiml.parallel.layout import data_parallel_size
 
 logger = logging.getLogger(__name__)
 
@@ -45,13 +46,7 @@ def init_distributed(
             timeout=datetime.timedelta(minutes=timeout_minutes),
         )
     world_size = torch.distributed.get_world_size()
-    model_parallel = tensor_model_parallel_size * pipeline_model_parallel_size
-    if world_size % model_parallel:
-        raise ValueError(
-            f"world size {world_size} is not divisible by tensor_model_parallel_size x "
-            f"pipeline_model_parallel_size = {tensor_model_parallel_size} x "
-            f"{pipeline_model_parallel_size}"
-        )
+    data_parallel_size(world_size, tensor_model_parallel_size, pipeline_model_parallel_size)
     parallel_state.initialize_model_parallel(
         tensor_model_parallel_size=tensor_model_parallel_size,
         pipeline_model_parallel_size=pipeline_model_parallel_size,

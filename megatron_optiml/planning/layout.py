@@ -1,15 +1,19 @@
-"""The run layout the planner sizes (model, parallelism, batch, precision) and its refusals."""
+"""The run layout the planner sizes (model, parallelism, batch, precision) and its refusals: the
+run config's layout rules (``megatron_optiml.parallel.layout``) plus the planner's own fields."""
 
 from __future__ import annotations
 
 from dataclasses import dataclass, field
 
 from megatron_optiml.models.opt.flavors import OPTArch
+from megatron_optiml.parallel.layout import Labels, LayoutError, ParallelLayout, check_layout
 from megatron_optiml.planning.hardware import ClusterSpec
 
 PRECISIONS = ("bf16", "fp16", "fp8", "fp32")
 RECOMPUTE = ("none", "selective", "full")
 TRANSFORMER_IMPLS = ("transformer_engine", "local")
+# The planner's field names inside reasons (the run config says TP, PP, ...).
+_LABELS = Labels(tp="tp", pp="pp", vp="vp", dp="dp", devices="gpus_per_node")
 
 
 class PlanError(ValueError):
@@ -72,18 +76,30 @@ class PlanInput:
     def model_parallel_size(self) -> int:
         return self.tp * self.pp
 
+    def layout(self, cluster: ClusterSpec) -> ParallelLayout:
+        """This layout on ``cluster``, for the shared rules and sizes."""
+        return ParallelLayout(
+            tp=self.tp,
+            pp=self.pp,
+            vp=self.vp,
+            sequence_parallel=self.sequence_parallel,
+            micro_batch_size=self.micro_batch_size,
+            global_batch_size=self.global_batch_size,
+            seq_length=self.seq_length,
+            num_nodes=cluster.num_nodes,
+            devices_per_node=cluster.gpus_per_node,
+        )
+
     def data_parallel_size(self, cluster: ClusterSpec) -> int:
-        return cluster.world_size // self.model_parallel_size
+        return self.layout(cluster).data_parallel_size
 
     def num_microbatches(self, cluster: ClusterSpec) -> int:
-        return self.global_batch_size // (self.micro_batch_size * self.data_parallel_size(cluster))
+        return self.layout(cluster).num_microbatches
 
     def validate(self, cluster: ClusterSpec) -> None:
-        """Raise :class:`PlanError` for a layout Megatron-Core cannot run on ``cluster``."""
-        a = self.arch
-        for name in ("tp", "pp", "micro_batch_size", "global_batch_size", "seq_length"):
-            if getattr(self, name) < 1:
-                raise PlanError(name, getattr(self, name), "must be >= 1")
+        """Raise :class:`PlanError` for a layout Megatron-Core cannot run on ``cluster``: the
+        run config's layout rules (megatron_optiml/parallel/layout.py) plus the planner's own
+        fields (precision, recompute, spec, MFU, FP8 on this GPU)."""
         if self.precision not in PRECISIONS:
             raise PlanError("precision", self.precision, f"expected one of {PRECISIONS}")
         if self.recompute not in RECOMPUTE:
@@ -94,65 +110,25 @@ class PlanInput:
             )
         if not 0.0 < self.mfu <= 1.0:
             raise PlanError("mfu", self.mfu, "must be in (0, 1]")
-        if self.seq_length > a.max_position_embeddings:
-            raise PlanError(
-                "seq_length",
-                self.seq_length,
-                f"OPT has {a.max_position_embeddings} learned positions; longer sequences have "
-                "no position embedding",
+        fields = {
+            "tp": ("tp", self.tp),
+            "pp": ("pp", self.pp),
+            "vp": ("vp", self.vp),
+            "sequence_parallel": ("sequence_parallel", self.sequence_parallel),
+            "micro_batch_size": ("micro_batch_size", self.micro_batch_size),
+            "global_batch_size": ("global_batch_size", self.global_batch_size),
+            "seq_length": ("seq_length", self.seq_length),
+            "world": ("tp x pp", self.model_parallel_size),
+        }
+        try:
+            check_layout(
+                self.layout(cluster),
+                self.arch,
+                model=str(self.extra.get("flavor", "the model")),
+                labels=_LABELS,
             )
-        if a.num_attention_heads % self.tp:
-            raise PlanError(
-                "tp", self.tp, f"num_attention_heads={a.num_attention_heads} is not divisible by it"
-            )
-        if a.ffn_hidden_size % self.tp or a.vocab_size % self.tp:
-            raise PlanError(
-                "tp",
-                self.tp,
-                f"ffn_hidden_size={a.ffn_hidden_size} and vocab_size={a.vocab_size} must divide by it",
-            )
-        if self.tp > cluster.gpus_per_node:
-            raise PlanError(
-                "tp",
-                self.tp,
-                f"exceeds gpus_per_node={cluster.gpus_per_node}: tensor parallelism "
-                "communicates every layer and must stay on NVLink inside a node",
-            )
-        if self.sequence_parallel and self.tp == 1:
-            raise PlanError("sequence_parallel", True, "needs tp > 1 (it shards over TP ranks)")
-        if self.vp is not None:
-            if self.vp < 1:
-                raise PlanError("vp", self.vp, "must be >= 1 or None")
-            if self.pp == 1:
-                raise PlanError("vp", self.vp, "the interleaved schedule needs pp > 1")
-        chunks = self.pp * (self.vp or 1)
-        if a.num_layers % chunks:
-            what = "pp" if self.vp is None else "pp x vp"
-            raise PlanError(
-                "pp" if self.vp is None else "vp",
-                self.pp if self.vp is None else self.vp,
-                f"num_layers={a.num_layers} is not divisible by {what}={chunks}",
-            )
-        if cluster.world_size % self.model_parallel_size:
-            raise PlanError(
-                "tp x pp",
-                self.model_parallel_size,
-                f"world size {cluster.world_size} ({cluster.num_nodes} nodes x "
-                f"{cluster.gpus_per_node} GPUs) is not divisible by it",
-            )
-        dp = self.data_parallel_size(cluster)
-        if self.global_batch_size % (self.micro_batch_size * dp):
-            raise PlanError(
-                "global_batch_size",
-                self.global_batch_size,
-                f"not divisible by micro_batch_size x dp = {self.micro_batch_size} x {dp}",
-            )
+        except LayoutError as e:
+            field, value = fields[e.role]
+            raise PlanError(field, value, e.reason) from None
         if self.precision == "fp8" and cluster.gpu.peak_fp8_tflops is None:
             raise PlanError("precision", "fp8", f"gpu={cluster.gpu.name!r} has no FP8 tensor cores")
-        if self.vp is not None and self.num_microbatches(cluster) < self.pp:
-            raise PlanError(
-                "vp",
-                self.vp,
-                f"the interleaved schedule needs at least pp={self.pp} micro-batches per step, "
-                f"got {self.num_microbatches(cluster)}",
-            )

@@ -85,7 +85,7 @@ class Trainer:
         self._lock_run_dir()
         self.dp_size = ps.get_data_parallel_world_size()
         self.dp_rank = ps.get_data_parallel_rank()
-        self.num_microbatches = m.global_batch_size // (m.micro_batch_size * self.dp_size)
+        self.num_microbatches = self.cfg.num_microbatches
         self._build_model()
         self.iteration, self.consumed_samples = 0, 0
         self._maybe_resume()

@@ -83,7 +83,7 @@ def _with(**model):
         ),
         (
             dict(sequence_parallel=True),
-            "sequence_parallel=True: needs tensor_model_parallel_size > 1",
+            "sequence_parallel=True: needs TP > 1",
         ),
         (dict(flavor="opt-350m"), "model.flavor='opt-350m': opt-350m is not supported"),
         (dict(trainer__precision="fp8"), "trainer.precision='fp8': FP8 needs a GPU"),
