@@ -216,6 +216,48 @@ def gpu_step_plan_input(
     )
 
 
+def tiny_run_config(
+    *,
+    micro_batch_size: int,
+    seq_length: int,
+    bf16: bool = True,
+    use_distributed_optimizer: bool = False,
+    hidden_dropout: float = 0.1,
+    attention_dropout: float = 0.0,
+    recompute: str = "none",
+    seed: int = 1234,
+):
+    """The run config :func:`measure_tiny_run` builds through (``training/build.py``): local
+    spec, tp = pp = 1, one micro-batch, BF16 or FP32, Adam (distributed or not)."""
+    from megatron_optiml.config import (
+        DataConfig,
+        ModelConfig,
+        OptimConfig,
+        RunConfig,
+        SchedConfig,
+        TrainerConfig,
+    )
+
+    return RunConfig(
+        trainer=TrainerConfig(precision="bf16" if bf16 else "32", max_steps=1),
+        model=ModelConfig(
+            transformer_impl="local",
+            micro_batch_size=micro_batch_size,
+            global_batch_size=micro_batch_size,
+            seed=seed,
+            hidden_dropout=hidden_dropout,
+            attention_dropout=attention_dropout,
+            activations_checkpoint_granularity=None if recompute == "none" else recompute,
+            data=DataConfig(seq_length=seq_length),
+            optim=OptimConfig(
+                name="distributed_fused_adam" if use_distributed_optimizer else "adam",
+                lr=1e-4,
+                sched=SchedConfig(name="constant", warmup_steps=0),
+            ),
+        ),
+    )
+
+
 def measure_tiny_run(
     arch: Any,
     *,
@@ -236,12 +278,9 @@ def measure_tiny_run(
     tears down what it started.
     """
     from megatron.core import parallel_state as ps
-    from megatron.core.distributed import DistributedDataParallel, DistributedDataParallelConfig
-    from megatron.core.optimizer import OptimizerConfig, get_megatron_optimizer
-    from megatron.core.transformer.module import Float16Module
 
-    from megatron_optiml.models.opt import build_opt_model, build_transformer_config
     from megatron_optiml.parallel import destroy_distributed, init_distributed
+    from megatron_optiml.training.build import build_model, build_optimizer
 
     started = not ps.model_parallel_is_initialized()
     if started:
@@ -249,49 +288,23 @@ def measure_tiny_run(
         os.environ.setdefault("RANK", "0")
         init_distributed(seed=seed)
     try:
-        dtype = torch.bfloat16 if bf16 else torch.float32
-        recompute_fields: dict[str, Any] = {}
-        if recompute == "selective":
-            recompute_fields = dict(recompute_granularity="selective")
-        elif recompute == "full":
-            recompute_fields = dict(
-                recompute_granularity="full", recompute_method="uniform", recompute_num_layers=1
-            )
-        config = build_transformer_config(
-            arch,
+        cfg = tiny_run_config(
+            micro_batch_size=micro_batch_size,
+            seq_length=seq_length,
             bf16=bf16,
-            params_dtype=dtype,
-            pipeline_dtype=dtype,
+            use_distributed_optimizer=use_distributed_optimizer,
             hidden_dropout=hidden_dropout,
             attention_dropout=attention_dropout,
-            **recompute_fields,
+            recompute=recompute,
+            seed=seed,
         )
         # The planner models the local spec's attention as Megatron-Core's unfused one (the
-        # score matrix it keeps); the fused SDPA default keeps none of it.
-        model = build_opt_model(arch, config, transformer_impl="local", core_attention="unfused")
-        if bf16:
-            # As Megatron-LM's get_model: cast every parameter (LayerNorms included) to bf16
-            # and the inputs/outputs at the module boundary.
-            model = Float16Module(config, model)
-        ddp = DistributedDataParallel(
-            config,
-            DistributedDataParallelConfig(
-                grad_reduce_in_fp32=True,
-                overlap_grad_reduce=False,
-                use_distributed_optimizer=use_distributed_optimizer,
-            ),
-            model,
-        )
-        optimizer = get_megatron_optimizer(
-            OptimizerConfig(
-                optimizer="adam",
-                lr=1e-4,
-                bf16=bf16,
-                params_dtype=dtype,
-                use_distributed_optimizer=use_distributed_optimizer,
-            ),
-            [ddp],
-        )
+        # score matrix it keeps); the fused SDPA default keeps none of it. BF16: Float16Module
+        # casts every parameter (LayerNorms included), as the trainer runs it.
+        built = build_model(cfg, arch=arch, core_attention="unfused")
+        ddp = built.model[0]
+        model = ddp.module
+        optimizer, _ = build_optimizer(cfg, built.model)
         g = torch.Generator().manual_seed(seed)
         b, s = micro_batch_size, seq_length
         tokens = torch.randint(3, 1000, (b, s), generator=g)
