@@ -8,6 +8,7 @@ WORLD_SIZE / LOCAL_RANK are taken from SLURM_* when torchrun's are absent).
 from __future__ import annotations
 
 import argparse
+import json
 import logging
 import os
 import sys
@@ -21,9 +22,35 @@ def _slurm_env() -> None:
     os.environ["WORLD_SIZE"] = os.environ.get("SLURM_NTASKS", "1")
     os.environ["LOCAL_RANK"] = os.environ.get("SLURM_LOCALID", "0")
     os.environ.setdefault("MASTER_ADDR", os.environ.get("SLURM_LAUNCH_NODE_IPADDR", "127.0.0.1"))
-    os.environ.setdefault(
-        "MASTER_PORT", str(29500 + int(os.environ.get("SLURM_JOB_ID", "0")) % 1000)
-    )
+    from megatron_optiml.parallel.init import rendezvous_port
+
+    os.environ.setdefault("MASTER_PORT", str(rendezvous_port()))
+
+
+def launch_facts(cfg, config_path: str) -> dict:
+    """What a launcher needs from a validated recipe (``--validate-only --json``): sizes to
+    check against the allocation, the rendezvous port, the preemption exit code to requeue on."""
+    from megatron_optiml.parallel import rendezvous_port, resolve_accelerator
+
+    t, m = cfg.trainer, cfg.model
+    return {
+        "config": config_path,
+        "name": cfg.name,
+        "run_dir": cfg.exp_manager.run_dir,
+        "world_size": t.world_size,
+        "devices": t.devices,
+        "num_nodes": t.num_nodes,
+        "tensor_model_parallel_size": m.tensor_model_parallel_size,
+        "pipeline_model_parallel_size": m.pipeline_model_parallel_size,
+        "virtual_pipeline_model_parallel_size": m.virtual_pipeline_model_parallel_size,
+        "data_parallel_size": cfg.data_parallel_size,
+        "num_microbatches": cfg.num_microbatches,
+        "accelerator": t.accelerator,
+        "device": resolve_accelerator(t.accelerator),
+        "transformer_impl": cfg.resolved_transformer_impl(),
+        "preemption_exit_code": t.preemption_exit_code,
+        "master_port": rendezvous_port(),
+    }
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -33,7 +60,15 @@ def main(argv: list[str] | None = None) -> int:
         "overrides", nargs="*", help="key=value overrides, e.g. trainer.max_steps=10"
     )
     parser.add_argument("--validate-only", action="store_true", help="check the recipe and exit")
+    parser.add_argument(
+        "--json",
+        action="store_true",
+        help="with --validate-only: print the launch facts (world size, DP, rendezvous port, "
+        "preemption exit code, ...) as one JSON object",
+    )
     args = parser.parse_args(argv)
+    if args.json and not args.validate_only:
+        parser.error("--json goes with --validate-only")
     if "TORCHELASTIC_RUN_ID" in os.environ:
         # torchrun puts each rank in its own session: killing the launcher's process group
         # would leave the ranks training. Die with the launcher (the rank's parent) instead.
@@ -56,9 +91,14 @@ def main(argv: list[str] | None = None) -> int:
         print(f"optiml-train: {e}", file=sys.stderr)
         return 2
     if args.validate_only:
-        print(
-            f"{args.config}: OK (world size {cfg.trainer.world_size}, DP {cfg.data_parallel_size})"
-        )
+        # The command's product on stdout (a launcher parses the JSON), not a log line.
+        if args.json:
+            print(json.dumps(launch_facts(cfg, args.config)))
+        else:
+            print(
+                f"{args.config}: OK (world size {cfg.trainer.world_size}, "
+                f"DP {cfg.data_parallel_size})"
+            )
         return 0
     from megatron_optiml.training.trainer import run_training
     from megatron_optiml.utils.disk import no_space_error, no_space_message
