@@ -97,45 +97,55 @@ def init_one_rank() -> None:
     init_distributed(seed=1234)
 
 
+def ours_config():
+    """Our side as a run config (fp32, dropout 0, Adam at a constant LR, clip 1.0): built by
+    ``training/build.py``, the trainer's own path."""
+    from megatron_optiml.config import (
+        ModelConfig,
+        OptimConfig,
+        RunConfig,
+        SchedConfig,
+        TrainerConfig,
+    )
+
+    return RunConfig(
+        trainer=TrainerConfig(precision="32", max_steps=1, gradient_clip_val=CLIP),
+        model=ModelConfig(
+            transformer_impl="local",
+            hidden_dropout=0.0,
+            attention_dropout=0.0,
+            optim=OptimConfig(
+                name="adam",
+                lr=LR,
+                weight_decay=WEIGHT_DECAY,
+                betas=BETAS,
+                eps=EPS,
+                sched=SchedConfig(name="constant", warmup_steps=0),
+            ),
+        ),
+    )
+
+
 def build_pair(name: str, arch: OPTArch, seed: int = 0, core_attention: str = "sdpa") -> Pair:
-    from megatron.core.distributed import DistributedDataParallel, DistributedDataParallelConfig
-    from megatron.core.distributed.finalize_model_grads import finalize_model_grads
-    from megatron.core.optimizer import OptimizerConfig, get_megatron_optimizer
     from transformers import OPTConfig, OPTForCausalLM
 
     from megatron_optiml.conversion.opt_hf import canonical_group_to_hf, hf_config_from_arch
     from megatron_optiml.conversion.sharding import Layout, load_shard_into_model, shard_state_dict
-    from megatron_optiml.models.opt import build_opt_model, build_transformer_config
     from megatron_optiml.models.opt.init import random_canonical_state_dict
+    from megatron_optiml.training.build import build_model, build_optimizer
 
     full = random_canonical_state_dict(arch, seed=seed)
-
-    config = build_transformer_config(
-        arch, calculate_per_token_loss=True, pipeline_dtype=torch.float32
-    )
-    model = build_opt_model(arch, config, core_attention=core_attention)
-    load_shard_into_model(model, shard_state_dict(full, Layout(), arch.num_layers))
-    ddp = DistributedDataParallel(
-        config,
-        DistributedDataParallelConfig(
-            grad_reduce_in_fp32=True, overlap_grad_reduce=False, use_distributed_optimizer=False
+    cfg = ours_config()
+    built = build_model(
+        cfg,
+        arch=arch,
+        core_attention=core_attention,
+        load_weights=lambda chunks: load_shard_into_model(
+            chunks[0], shard_state_dict(full, Layout(), arch.num_layers)
         ),
-        model,
     )
-    config.finalize_model_grads_func = finalize_model_grads
-    config.no_sync_func = ddp.no_sync
-    ours_opt = get_megatron_optimizer(
-        OptimizerConfig(
-            optimizer="adam",
-            lr=LR,
-            weight_decay=WEIGHT_DECAY,
-            adam_beta1=BETAS[0],
-            adam_beta2=BETAS[1],
-            adam_eps=EPS,
-            clip_grad=CLIP,
-        ),
-        [ddp],
-    )
+    ddp = built.model[0]
+    ours_opt, _ = build_optimizer(cfg, built.model)
 
     fields = hf_config_from_arch(arch, arch.vocab_size, torch.float32)
     fields.update(dropout=0.0, attention_dropout=0.0, activation_dropout=0.0, layerdrop=0.0)

@@ -20,6 +20,8 @@ import traceback
 
 import torch
 
+from megatron_optiml.parallel import compute_device, uses_cuda
+
 RESULTS: dict[str, object] = {}
 
 
@@ -66,7 +68,7 @@ def _init():
     record(
         "environment",
         {
-            "device": torch.cuda.get_device_name() if torch.cuda.is_available() else "cpu",
+            "device": torch.cuda.get_device_name() if uses_cuda() else "cpu",
             "torch": torch.__version__,
             "cpu_shim_installed": cpu.is_installed(),
             "backend": torch.distributed.get_backend(),
@@ -82,25 +84,53 @@ def _loss(model, batch):
     return s / n
 
 
-def _debug_model(transformer_impl: str, bf16: bool):
-    from megatron.core.transformer.module import Float16Module
+def _run_config(flavor: str, transformer_impl: str, precision: str, **model):
+    """The benchmarked run as a run config: built by ``training/build.py`` as the trainer."""
+    from megatron_optiml.config import (
+        DataConfig,
+        ModelConfig,
+        OptimConfig,
+        RunConfig,
+        SchedConfig,
+        TrainerConfig,
+    )
 
+    seq = model.pop("seq_length", 2048)
+    return RunConfig(
+        trainer=TrainerConfig(precision=precision, max_steps=1, gradient_clip_val=1.0),
+        model=ModelConfig(
+            flavor=flavor,
+            transformer_impl=transformer_impl,
+            data=DataConfig(seq_length=seq),
+            optim=OptimConfig(
+                name="distributed_fused_adam",
+                lr=5e-5,
+                sched=SchedConfig(name="constant", warmup_steps=0),
+            ),
+            **model,
+        ),
+    )
+
+
+def _debug_model(transformer_impl: str, bf16: bool):
+    """opt-debug with canonical weights, no dropout (the local spec's default SDPA attention)."""
     from megatron_optiml.conversion.sharding import Layout, load_shard_into_model, shard_state_dict
-    from megatron_optiml.models.opt import build_opt_model, build_transformer_config, get_flavor
+    from megatron_optiml.models.opt import get_flavor
     from megatron_optiml.models.opt.init import random_canonical_state_dict
+    from megatron_optiml.training.build import build_model
 
     arch = get_flavor("opt-debug")
-    cfg = build_transformer_config(
-        arch, bf16=bf16, params_dtype=torch.float32, use_cpu_initialization=True
+    cfg = _run_config(
+        "opt-debug",
+        transformer_impl,
+        "bf16" if bf16 else "32",
+        hidden_dropout=0.0,
+        attention_dropout=0.0,
     )
-    model = build_opt_model(arch, cfg, transformer_impl=transformer_impl)
     full = random_canonical_state_dict(arch, seed=1234)
     shard = shard_state_dict(full, Layout(), arch.num_layers, transformer_impl=transformer_impl)
-    load_shard_into_model(model, shard)
-    model.cuda()
-    if bf16:
-        model = Float16Module(cfg, model)
-    return model
+    built = build_model(cfg, load_weights=lambda chunks: load_shard_into_model(chunks[0], shard))
+    return built.model[0]
 
 
 def _batch(device):
@@ -111,7 +141,7 @@ def _batch(device):
 
 
 def debug_losses():
-    batch = _batch("cuda")
+    batch = _batch(compute_device())
     out = {}
     for impl in ("local", "transformer_engine"):
         for bf16 in (False, True):
@@ -123,13 +153,9 @@ def debug_losses():
                 continue
             loss = _loss(model, batch)
             loss.backward()
+            # DDP accumulates each gradient in the parameter's fp32 main_grad.
             grad_norm = (
-                sum(
-                    float(p.grad.float().norm() ** 2)
-                    for p in model.parameters()
-                    if p.grad is not None
-                )
-                ** 0.5
+                sum(float(p.main_grad.float().norm() ** 2) for p in model.parameters()) ** 0.5
             )
             out[key] = {"loss": float(loss), "grad_norm": grad_norm}
     if isinstance(out.get("local_bf16"), dict):
@@ -149,63 +175,45 @@ def te_available():
 
 def _opt_throughput(transformer_impl: str, fp8_recipe: str | None) -> dict:
     """One timed training-step loop of OPT-1.3B (or GPU_CHECK_FLAVOR) on one GPU."""
-    from megatron.core.distributed import DistributedDataParallel, DistributedDataParallelConfig
-    from megatron.core.distributed.finalize_model_grads import finalize_model_grads
-    from megatron.core.optimizer import OptimizerConfig, get_megatron_optimizer
     from megatron.core.pipeline_parallel import get_forward_backward_func
-    from megatron.core.transformer.module import Float16Module
 
-    from megatron_optiml.models.opt import build_opt_model, build_transformer_config, get_flavor
+    from megatron_optiml.models.opt import get_flavor
     from megatron_optiml.planning.flops import step_flops
     from megatron_optiml.planning.hardware import ClusterSpec
     from megatron_optiml.planning.measure import gpu_step_plan_input
     from megatron_optiml.planning.plan import make_plan
+    from megatron_optiml.training.build import build_model, build_optimizer
     from megatron_optiml.training.step import forward_step
 
-    arch = get_flavor(os.environ.get("GPU_CHECK_FLAVOR", "opt-1.3b"))
+    flavor = os.environ.get("GPU_CHECK_FLAVOR", "opt-1.3b")
+    arch = get_flavor(flavor)
     mbs, seq, nmb = 4, int(os.environ.get("GPU_CHECK_SEQ", "2048")), 2
-    fp8 = {"fp8": "hybrid", "fp8_recipe": fp8_recipe} if fp8_recipe else {}
-    cfg = build_transformer_config(
-        arch,
-        bf16=True,
-        params_dtype=torch.bfloat16,
-        pipeline_dtype=torch.bfloat16,
-        calculate_per_token_loss=True,
-        use_cpu_initialization=False,
-        bias_dropout_fusion=torch.cuda.is_available(),
+    cfg = _run_config(
+        flavor,
+        transformer_impl,
+        "fp8" if fp8_recipe else "bf16",
+        micro_batch_size=mbs,
+        global_batch_size=mbs * nmb,
+        seq_length=seq,
         hidden_dropout=0.1,
         attention_dropout=0.1,
-        recompute_granularity="selective",
-        **fp8,
+        activations_checkpoint_granularity="selective",
+        **({"fp8_recipe": fp8_recipe} if fp8_recipe else {}),
     )
-    if torch.cuda.is_available():
+    if uses_cuda():
         torch.cuda.reset_peak_memory_stats()
-    model = build_opt_model(arch, cfg, transformer_impl=transformer_impl).cuda()
-    model = Float16Module(cfg, model)
-    ddp = DistributedDataParallel(
-        cfg,
-        DistributedDataParallelConfig(grad_reduce_in_fp32=True, use_distributed_optimizer=True),
-        model,
-    )
-    cfg.finalize_model_grads_func = finalize_model_grads
-    opt = get_megatron_optimizer(
-        OptimizerConfig(
-            optimizer="adam",
-            lr=5e-5,
-            bf16=True,
-            params_dtype=torch.bfloat16,
-            use_distributed_optimizer=True,
-            clip_grad=1.0,
-        ),
-        [ddp],
-    )
+    # The local rows are documented (and planned) with Megatron-Core's unfused attention.
+    built = build_model(cfg, core_attention="unfused")
+    ddp = built.model[0]
+    opt, _ = build_optimizer(cfg, built.model)
     torch.manual_seed(0)
-    tokens = torch.randint(3, 50000, (mbs, seq), device="cuda")
+    dev = compute_device()
+    tokens = torch.randint(3, 50000, (mbs, seq), device=dev)
     batch = {
         "tokens": tokens,
         "labels": torch.roll(tokens, -1, 1),
-        "loss_mask": torch.ones(mbs, seq, device="cuda"),
-        "position_ids": torch.arange(seq, device="cuda").expand(mbs, seq),
+        "loss_mask": torch.ones(mbs, seq, device=dev),
+        "position_ids": torch.arange(seq, device=dev).expand(mbs, seq),
     }
     losses: list[float] = []
 
@@ -231,7 +239,7 @@ def _opt_throughput(transformer_impl: str, fp8_recipe: str | None) -> dict:
         step()
     torch.cuda.synchronize()
     phases = {}
-    if torch.cuda.is_available():
+    if uses_cuda():
         # Peak of forward+backward alone vs. the optimizer step alone: torch's AdamW fallback
         # (no TE/apex FusedAdam) allocates foreach temporaries (sqrt(exp_avg_sq)).
         torch.cuda.reset_peak_memory_stats()
@@ -251,7 +259,7 @@ def _opt_throughput(transformer_impl: str, fp8_recipe: str | None) -> dict:
     dt = (time.perf_counter() - t0) / n
     gbs = mbs * nmb
     flops = step_flops(arch, global_batch_size=gbs, seq_length=seq, recompute="selective")
-    name = torch.cuda.get_device_name().lower() if torch.cuda.is_available() else "cpu"
+    name = torch.cuda.get_device_name().lower() if uses_cuda() else "cpu"
     gpu = "h200-141gb" if "h200" in name else "h100-80gb"
     cluster = ClusterSpec.from_gpu(gpu, num_nodes=1, gpus_per_node=1)
     plan = make_plan(
@@ -266,7 +274,7 @@ def _opt_throughput(transformer_impl: str, fp8_recipe: str | None) -> dict:
         cluster,
     )
     peak_bf16 = cluster.gpu.peak_bf16_tflops * 1e12
-    measured = torch.cuda.max_memory_allocated() if torch.cuda.is_available() else 0
+    measured = torch.cuda.max_memory_allocated() if uses_cuda() else 0
     predicted_no_overhead = plan.peak.total - plan.peak.overhead - plan.peak.fragmentation
     # The loss of the last micro-batches: a broken FP8 path shows up as NaN or a jump.
     last = [float(d["lm loss"][0] / d["lm loss"][1]) for d in losses[-1]] if losses[-1] else []
@@ -311,7 +319,7 @@ def opt13b_throughput():
 def main():
     _init()
     checks = [] if os.environ.get("GPU_CHECK_ONLY_THROUGHPUT") else [debug_losses, te_available]
-    if torch.cuda.is_available() or os.environ.get("GPU_CHECK_FLAVOR"):
+    if uses_cuda() or os.environ.get("GPU_CHECK_FLAVOR"):
         checks.append(opt13b_throughput)
     for fn in checks:
         check(fn)
