@@ -1,7 +1,8 @@
 """Layout-parity workload: one training step of ``opt-debug`` under any TP/PP/DP layout.
 
-Every rank builds the same canonical weights from a seed, loads its shard, runs Megatron-Core's
-own DDP + pipeline schedule (+ optionally one optimizer step) on a fixed global batch, and
+Every rank builds the model, DDP and optimizer through ``training/build.py`` (as the trainer),
+loads its shard of the same seeded canonical weights, runs Megatron-Core's pipeline schedule
+(+ optionally one optimizer step) on a fixed global batch, and
 returns its loss, gradients and parameters keyed by local names with its (tp, pp, dp) coords.
 :func:`merge_rank_results` turns those into canonical tensors to compare across layouts.
 """
@@ -52,16 +53,53 @@ def fixed_global_batch(case: ParityCase, vocab_limit: int = 1000) -> dict[str, t
     }
 
 
+def parity_config(case: ParityCase, world_size: int = 1):
+    """The run config of ``case`` (FP32, no dropout, Adam lr 1e-2 at a constant schedule): the
+    workload builds its model, DDP and optimizer through ``training/build.py`` as the trainer."""
+    from megatron_optiml.config import (
+        DataConfig,
+        ModelConfig,
+        OptimConfig,
+        RunConfig,
+        SchedConfig,
+        TrainerConfig,
+    )
+
+    return RunConfig(
+        trainer=TrainerConfig(
+            devices=world_size, precision="32", max_steps=1, gradient_clip_val=1.0
+        ),
+        model=ModelConfig(
+            flavor=case.flavor,
+            transformer_impl="local",
+            tensor_model_parallel_size=case.tp,
+            pipeline_model_parallel_size=case.pp,
+            sequence_parallel=case.sequence_parallel,
+            micro_batch_size=case.micro_batch_size,
+            global_batch_size=case.global_batch_size,
+            seed=case.seed,
+            hidden_dropout=0.0,
+            attention_dropout=0.0,
+            data=DataConfig(seq_length=case.seq_length),
+            optim=OptimConfig(
+                name="distributed_fused_adam" if case.use_distributed_optimizer else "adam",
+                lr=1e-2,
+                weight_decay=0.01,
+                betas=(0.9, 0.95),
+                sched=SchedConfig(name="constant", warmup_steps=0),
+            ),
+        ),
+    )
+
+
 def parity_worker(rank: int, world_size: int, case: ParityCase) -> dict:
     from megatron.core import parallel_state as ps
-    from megatron.core.distributed import DistributedDataParallel, DistributedDataParallelConfig
-    from megatron.core.distributed.finalize_model_grads import finalize_model_grads
-    from megatron.core.optimizer import OptimizerConfig, get_megatron_optimizer
     from megatron.core.pipeline_parallel import get_forward_backward_func
 
-    from megatron_optiml.models.opt import build_opt_model, build_transformer_config, get_flavor
+    from megatron_optiml.models.opt import get_flavor
     from megatron_optiml.models.opt.init import random_canonical_state_dict
     from megatron_optiml.parallel import init_distributed
+    from megatron_optiml.training.build import build_model, build_optimizer
     from megatron_optiml.training.step import forward_step, reduce_loss_reports
 
     init_distributed(
@@ -70,46 +108,16 @@ def parity_worker(rank: int, world_size: int, case: ParityCase) -> dict:
     tp_rank, pp_rank = ps.get_tensor_model_parallel_rank(), ps.get_pipeline_model_parallel_rank()
     dp_rank, dp_size = ps.get_data_parallel_rank(), ps.get_data_parallel_world_size()
     arch = get_flavor(case.flavor)
-    config = build_transformer_config(
-        arch,
-        tensor_model_parallel_size=case.tp,
-        pipeline_model_parallel_size=case.pp,
-        sequence_parallel=case.sequence_parallel,
-        pipeline_dtype=torch.float32,
-        calculate_per_token_loss=True,
-    )
-    model = build_opt_model(
-        arch,
-        config,
-        pre_process=ps.is_pipeline_first_stage(),
-        post_process=ps.is_pipeline_last_stage(),
-    )
+    cfg = parity_config(case, world_size)
     layout = Layout(tp_size=case.tp, pp_size=case.pp, tp_rank=tp_rank, pp_rank=pp_rank)
-    full = random_canonical_state_dict(arch, seed=case.seed)
-    load_shard_into_model(model, shard_state_dict(full, layout, arch.num_layers))
 
-    ddp_config = DistributedDataParallelConfig(
-        grad_reduce_in_fp32=True,
-        overlap_grad_reduce=False,
-        use_distributed_optimizer=case.use_distributed_optimizer,
-    )
-    ddp_model = DistributedDataParallel(config, ddp_config, model)
-    config.finalize_model_grads_func = finalize_model_grads
-    config.no_sync_func = ddp_model.no_sync
-    optimizer = None
-    if case.optimizer_step:
-        optimizer = get_megatron_optimizer(
-            OptimizerConfig(
-                optimizer="adam",
-                lr=1e-2,
-                weight_decay=0.01,
-                adam_beta1=0.9,
-                adam_beta2=0.95,
-                clip_grad=1.0,
-                use_distributed_optimizer=case.use_distributed_optimizer,
-            ),
-            [ddp_model],
-        )
+    def load_canonical(chunks):
+        full = random_canonical_state_dict(arch, seed=case.seed)
+        load_shard_into_model(chunks[0], shard_state_dict(full, layout, arch.num_layers))
+
+    built = build_model(cfg, load_weights=load_canonical)
+    model, ddp_model = built.chunks[0], built.model[0]
+    optimizer = build_optimizer(cfg, built.model)[0] if case.optimizer_step else None
 
     batch = fixed_global_batch(case)
     per_dp = case.global_batch_size // dp_size
