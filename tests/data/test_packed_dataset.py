@@ -6,7 +6,7 @@ import collections
 
 import numpy as np
 import pytest
-from conftest import read_all_examples, write_blend
+from data_fixtures import read_all_examples, write_blend
 
 from megatron_optiml.data import (
     PackedInstructionDatasetConfig,
