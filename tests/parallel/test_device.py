@@ -66,8 +66,9 @@ def test_gpu_accelerator_without_cuda_fails_before_building():
 
 
 def fake_cuda_node_worker(rank, world_size, accelerator):
-    """On a CPU-only torch, pretend CUDA is present: any code path that believes it (NCCL,
-    set_device, .cuda() before the shim) fails, so a run that completes stayed on the CPU."""
+    """Pretend CUDA is present on a machine without a GPU: any code path of ours that believes
+    it (NCCL, set_device, CUDA tensors) fails, so a step that completes stayed on the CPU."""
+    real_is_available = torch.cuda.is_available
     torch.cuda.is_available = lambda: True
     from megatron.core.pipeline_parallel import get_forward_backward_func
 
@@ -93,6 +94,9 @@ def fake_cuda_node_worker(rank, world_size, accelerator):
         micro_batch_size=case.micro_batch_size,
         forward_only=False,
     )
+    # A CUDA build of torch: its own Adam asks the CUDA runtime whether a graph is being
+    # captured (a real GPU node answers; a faked one has no driver). The tensors are on CPU.
+    torch.cuda.is_available = real_is_available
     ok, grad_norm, _ = optimizer.step()
     return {
         "uses_cuda": device.uses_cuda(),
