@@ -93,8 +93,11 @@ def plan_input_from_run_config(cfg: RunConfig) -> tuple[dict[str, Any], dict[str
         # The trainer's DDP always reduces gradients in an fp32 main-grad buffer.
         grad_reduce_in_fp32=True,
         recompute=m.activations_checkpoint_granularity or "none",
-        # 'auto' resolves to Transformer Engine on a GPU node with TE installed.
-        transformer_impl="local" if m.transformer_impl == "local" else "transformer_engine",
+        # 'auto' resolves to Transformer Engine on a GPU node with TE installed; a run kept on
+        # the CPU backend (trainer.accelerator=cpu) uses the local spec.
+        transformer_impl="local"
+        if m.transformer_impl == "local" or t.accelerator == "cpu"
+        else "transformer_engine",
         hidden_dropout=m.hidden_dropout,
         attention_dropout=m.attention_dropout,
         extra={"flavor": m.flavor},

@@ -119,3 +119,11 @@ def test_cpu_accelerator_stays_on_cpu_where_cuda_exists():
         "impl": "local",
         "stepped": True,
     }
+
+
+def test_the_planner_plans_a_cpu_run_with_the_local_spec():
+    from megatron_optiml.planning.recipe import plan_input_from_run_config
+
+    assert plan_input_from_run_config(_cfg(accelerator="cpu"))[0]["transformer_impl"] == "local"
+    auto = plan_input_from_run_config(_cfg(accelerator="auto"))[0]
+    assert auto["transformer_impl"] == "transformer_engine"  # what a GPU node with TE runs
