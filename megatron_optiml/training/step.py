@@ -58,3 +58,19 @@ def reduce_loss_reports(
     if not reports:
         return torch.zeros(2)
     return torch.stack([r[key] for r in reports]).sum(0)
+
+
+def global_loss_sum(reports: list[dict[str, torch.Tensor]]) -> tuple[float, int]:
+    """Sum of target-token losses and their count over the global batch (all micro-batches,
+    all DP ranks); every rank gets the same answer. Only the last stage's TP rank 0 counts."""
+    from megatron.core import parallel_state as ps
+
+    from megatron_optiml.parallel.device import compute_device
+
+    v = reduce_loss_reports(reports).double().to(compute_device())
+    if not (
+        ps.is_pipeline_last_stage(ignore_virtual=True) and ps.get_tensor_model_parallel_rank() == 0
+    ):
+        v = torch.zeros(2, dtype=torch.float64, device=compute_device())
+    torch.distributed.all_reduce(v)
+    return float(v[0]), int(v[1])

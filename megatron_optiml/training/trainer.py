@@ -18,7 +18,6 @@ from megatron.core.pipeline_parallel import get_forward_backward_func
 
 from megatron_optiml.config import RunConfig, config_to_dict
 from megatron_optiml.data.loading import (
-    ZeroLossPadded,
     build_train_dataset,
     build_validation_datasets,
     make_loader,
@@ -26,10 +25,12 @@ from megatron_optiml.data.loading import (
 )
 from megatron_optiml.models.opt import get_flavor
 from megatron_optiml.parallel import compute_device, destroy_distributed, init_distributed
+from megatron_optiml.planning.flops import step_flops
 from megatron_optiml.training import checkpointing as ckpt
 from megatron_optiml.training.build import build_model, build_optimizer
 from megatron_optiml.training.preemption import Preemption
-from megatron_optiml.training.step import forward_step, reduce_loss_reports
+from megatron_optiml.training.step import forward_step, global_loss_sum
+from megatron_optiml.training.validation import validation_losses
 from megatron_optiml.utils.process import RunFolderLocked, RunLock
 
 logger = logging.getLogger(__name__)
@@ -188,17 +189,6 @@ class Trainer:
         return micro_batch_iterator(loader, num_chunks=len(self.model), device=compute_device())
 
     # ---------------------------------------------------------------- loop
-    def _global_loss(self, reports) -> tuple[float, int]:
-        """Sum of target-token losses and their count over the global batch (all ranks agree)."""
-        v = reduce_loss_reports(reports).double().to(compute_device())
-        if not (
-            ps.is_pipeline_last_stage(ignore_virtual=True)
-            and ps.get_tensor_model_parallel_rank() == 0
-        ):
-            v = torch.zeros(2, dtype=torch.float64, device=compute_device())
-        torch.distributed.all_reduce(v)
-        return float(v[0]), int(v[1])
-
     def _train_step(self, data_iterator) -> dict[str, float]:
         for c in self.model:
             c.zero_grad_buffer()
@@ -212,7 +202,7 @@ class Trainer:
             micro_batch_size=self.cfg.model.micro_batch_size,
             forward_only=False,
         )
-        loss_sum, tokens = self._global_loss(reports)
+        loss_sum, tokens = global_loss_sum(reports)
         loss = loss_sum / max(tokens, 1)
         if not math.isfinite(loss):
             return {"loss": loss, "tokens": tokens, "skipped": 1.0, "grad_norm": float("nan")}
@@ -227,49 +217,19 @@ class Trainer:
             "grad_norm": grad_norm,
         }
 
-    @torch.no_grad()
     def evaluate(self) -> dict[str, float]:
         """Validation loss (mean over target tokens) per benchmark and overall."""
-        for c in self.model:
-            c.eval()
-        out, total = {}, [0.0, 0]
-        gbs = self.cfg.model.global_batch_size
-        try:
-            chunk = self.cfg.model.micro_batch_size * self.dp_size
-            for bench, ds in self.val_sets.items():
-                # Every pack up to limit_val_batches global batches; the last DP chunk is
-                # padded with zero-loss copies so small benchmarks are still evaluated.
-                n = min(
-                    math.ceil(len(ds) / chunk) * chunk, self.cfg.trainer.limit_val_batches * gbs
-                )
-                if n == 0:
-                    continue
-                it = self._batches(ZeroLossPadded(ds, n), 0, n)
-                steps = n // chunk  # micro-batches per rank
-                s, k = 0.0, 0
-                while steps > 0:
-                    micro = min(self.num_microbatches, steps)
-                    reports = get_forward_backward_func()(
-                        forward_step_func=forward_step,
-                        data_iterator=it,
-                        model=self.model,
-                        num_microbatches=micro,
-                        seq_length=self.cfg.model.data.seq_length,
-                        micro_batch_size=self.cfg.model.micro_batch_size,
-                        forward_only=True,
-                    )
-                    ls, lt = self._global_loss(reports)
-                    s, k = s + ls, k + lt
-                    steps -= micro
-                if k:
-                    out[bench] = s / k
-                    total = [total[0] + s, total[1] + k]
-        finally:
-            for c in self.model:
-                c.train()
-        if total[1]:
-            out["all"] = total[0] / total[1]
-        return out
+        m = self.cfg.model
+        return validation_losses(
+            self.model,
+            self.val_sets,
+            batches=self._batches,
+            num_microbatches=self.num_microbatches,
+            micro_batch_size=m.micro_batch_size,
+            data_parallel_size=self.dp_size,
+            seq_length=m.data.seq_length,
+            max_samples=self.cfg.trainer.limit_val_batches * m.global_batch_size,
+        )
 
     def save(self) -> str:
         path = ckpt.save_checkpoint(
@@ -301,7 +261,13 @@ class Trainer:
             total_steps=t.max_steps,
             start_step=self.iteration,
         )
-        flops_per_step = _step_flops(self.arch, m, self.cfg)
+        recompute = m.activations_checkpoint_granularity or "none"
+        flops_per_step = step_flops(
+            self.arch,
+            global_batch_size=m.global_batch_size,
+            seq_length=m.data.seq_length,
+            recompute=recompute,
+        ).model
         with Preemption() as preempt, metrics:
             if t.val_check_interval and self.val_sets and self.iteration == 0:
                 val = self.evaluate()
@@ -371,17 +337,6 @@ class Trainer:
             self._run_lock.release()
             self._run_lock = None
         destroy_distributed()
-
-
-def _step_flops(arch, m, cfg) -> float:
-    from megatron_optiml.planning.flops import step_flops
-
-    return step_flops(
-        arch,
-        global_batch_size=m.global_batch_size,
-        seq_length=m.data.seq_length,
-        recompute=m.activations_checkpoint_granularity or "none",
-    ).model
 
 
 def run_training(cfg: RunConfig) -> TrainResult:
