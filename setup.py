@@ -40,6 +40,8 @@ setup(
     extras_require={
         "gpu": ["transformer-engine[pytorch]>=2.0"],
         "dev": ["pytest>=8", "pytest-timeout", "ruff>=0.6"],
+        # Peers for benchmarks/ only (bench_eval.py times lm-evaluation-harness's HF backend).
+        "bench": ["lm-eval==0.4.13", "accelerate"],
     },
     entry_points={
         "console_scripts": [

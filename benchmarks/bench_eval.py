@@ -7,7 +7,9 @@ batch over its cached keys/values; `score_options_naive` runs prompt + option on
 A third peer does what lm-evaluation-harness's HF backend does per `loglikelihood` request
 (`HFLM._loglikelihood_tokens`, batch 8): prompt + option as one row per option, rows sorted
 longest first and right-padded, full logits and a `log_softmax` over every position; it is an
-emulation of its compute (no lm-eval install needed), not lm-eval itself.
+emulation of its compute (no lm-eval install needed), not lm-eval itself. Where lm-eval 0.4.13
+is installed (`pip install lm-eval==0.4.13 accelerate`), its own `HFLM` is timed as well, on
+the same model and token ids (`_loglikelihood_tokens`: no re-tokenization, no BOS).
 All must agree; the median time per instance over several rounds is reported, with ours/peer
 ratios from the same run. Other jobs share these CPU cores, so absolute times are indicative;
 the ratio is what matters. `--hidden 768 --layers 12` is opt-125m's vocabulary/hidden ratio.
@@ -110,6 +112,30 @@ def time_lm_eval_style(model, instances, batch: int) -> tuple[float, list]:
     return (time.perf_counter() - t0) / len(instances), scores
 
 
+def make_lm_eval(model, batch: int):
+    """lm-evaluation-harness's own HF backend around the same model (None if not installed:
+    `pip install lm-eval==0.4.13 accelerate`, the version measured in FACTS.md)."""
+    try:
+        from lm_eval.models.huggingface import HFLM
+    except ImportError:
+        return None
+    from megatron_optiml.tokenizer import load_hf_tokenizer
+
+    return HFLM(pretrained=model, tokenizer=load_hf_tokenizer(), batch_size=batch, device="cpu")
+
+
+def time_lm_eval(lm, instances) -> tuple[float, list]:
+    """lm-eval's `_loglikelihood_tokens` on the same token ids (its `loglikelihood` would
+    re-tokenize text and add BOS; the ids here are the ones both sides score)."""
+    reqs = [(("", ""), p, o) for p, opts in instances for o in opts]
+    t0 = time.perf_counter()
+    out = lm._loglikelihood_tokens(reqs, disable_tqdm=True)
+    elapsed = (time.perf_counter() - t0) / len(instances)
+    it = iter(out)
+    scores = [[OptionScore(float(next(it)[0]), len(o)) for o in opts] for _, opts in instances]
+    return elapsed, scores
+
+
 def main(argv: list[str] | None = None) -> dict:
     ap = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
@@ -132,19 +158,26 @@ def main(argv: list[str] | None = None) -> dict:
     time_per_instance(score_options_naive, model, instances[:2])
     time_batched(model, instances[: args.batch], args.batch)
     time_lm_eval_style(model, instances[:2], args.batch)
-    shared, batched, naive, lmeval = [], [], [], []
+    lm = make_lm_eval(model, args.batch)
+    if lm is not None:
+        time_lm_eval(lm, instances[:2])
+    shared, batched, naive, lmeval, real = [], [], [], [], []
+    s_real = None
     for _ in range(args.rounds):
         t_shared, s_shared = time_per_instance(score_options, model, instances)
         t_batched, s_batched = time_batched(model, instances, args.batch)
         t_naive, s_naive = time_per_instance(score_options_naive, model, instances)
         t_lmeval, s_lmeval = time_lm_eval_style(model, instances, args.batch)
         lmeval.append(t_lmeval)
+        if lm is not None:
+            t_real, s_real = time_lm_eval(lm, instances)
+            real.append(t_real)
         shared.append(t_shared)
         batched.append(t_batched)
         naive.append(t_naive)
     diff = max(
         abs(a.logprob - b.logprob)
-        for s_fast in (s_shared, s_batched, s_lmeval)
+        for s_fast in (s_shared, s_batched, s_lmeval, *([s_real] if s_real else []))
         for xs, ys in zip(s_fast, s_naive)
         for a, b in zip(xs, ys)
     )
@@ -164,6 +197,9 @@ def main(argv: list[str] | None = None) -> dict:
         "speedup_vs_lm_eval_style": statistics.median(lmeval) / statistics.median(batched),
         "max_abs_logprob_diff": diff,
     }
+    if real:
+        res["lm_eval_ms_per_instance"] = 1e3 * statistics.median(real)
+        res["speedup_vs_lm_eval"] = statistics.median(real) / statistics.median(batched)
     print(
         f"{res['model']}, ~{args.prompt_len}-token prompts, {args.options} options, "
         f"{args.instances} instances x {args.rounds} rounds, {res['torch_threads']} threads\n"
@@ -175,6 +211,14 @@ def main(argv: list[str] | None = None) -> dict:
         f"  lm-eval-style, batch {args.batch:>2} : {res['lm_eval_style_ms_per_instance']:8.1f} ms/instance"
         f"   ours (batched) is {res['speedup_vs_lm_eval_style']:5.2f}x faster"
     )
+    if real:
+        print(
+            f"  lm-eval 0.4.13 (HFLM), batch {args.batch:>2}: "
+            f"{res['lm_eval_ms_per_instance']:8.1f} ms/instance"
+            f"   ours (batched) is {res['speedup_vs_lm_eval']:5.2f}x faster"
+        )
+    else:
+        print("  lm-eval not installed: pip install lm-eval==0.4.13 accelerate for the real peer")
     if args.json:
         with open(args.json, "w", encoding="utf-8") as f:
             json.dump(res, f, indent=2)
