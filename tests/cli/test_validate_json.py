@@ -87,3 +87,41 @@ def test_the_sbatch_reads_the_json(env, capsys):
         check=True,
     ).stdout.split()
     assert out == ["2", "2", str(29500 + 17), "5"]
+
+
+def test_sbatch_preflight_takes_port_and_exit_code_from_the_recipe(tmp_path):
+    """The batch script itself up to its pre-flight refusal (no Slurm needed: a stub scontrol,
+    one task for a 2-rank recipe, so it stops before srun)."""
+    bin_dir = tmp_path / "bin"
+    bin_dir.mkdir()
+    scontrol = bin_dir / "scontrol"
+    scontrol.write_text("#!/bin/sh\necho node001\n")
+    scontrol.chmod(0o755)
+    env = {
+        "PATH": f"{bin_dir}:/usr/bin:/bin",
+        "OPTIML_PYTHON": sys.executable,
+        "SLURM_JOB_ID": "4242",
+        "SLURM_JOB_NAME": "preflight",
+        "SLURM_JOB_NODELIST": "node001",
+        "SLURM_NTASKS": "1",
+        "SLURM_SUBMIT_DIR": str(tmp_path),
+        "PYTHONWARNINGS": "ignore",
+    }
+    proc = subprocess.run(
+        [
+            "bash",
+            str(SBATCH),
+            str(RECIPE),
+            "model.data.blend_path=b.json",
+            "trainer.preemption_exit_code=9",
+        ],
+        env=env,
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert proc.returncode == 2, proc.stdout + proc.stderr
+    out = proc.stdout
+    assert "OK (world size 2, DP 2); master node001:29742; preemption exit code 9" in out, out
+    assert "recipe world size 2" in out and "this job has 1 tasks" in out
