@@ -25,8 +25,7 @@ from megatron.core.transformer import TransformerConfig
 from megatron.core.transformer.module import Float16Module
 
 from megatron_optiml.config import RunConfig
-from megatron_optiml.models.opt import OPTArch, build_opt_model, build_transformer_config
-from megatron_optiml.models.opt import get_flavor as _get_flavor
+from megatron_optiml.models.opt import OPTArch, build_opt_model, build_transformer_config, get_flavor
 from megatron_optiml.parallel.device import uses_cuda
 
 # model.optim.sched.name -> Megatron-Core's lr_decay_style.
@@ -52,10 +51,11 @@ class BuiltModel:
 
 def model_arch(cfg: RunConfig, arch: OPTArch | None = None) -> OPTArch:
     """``arch`` when given (a shape outside the flavors table), else ``model.flavor``'s."""
-    return arch if arch is not None else _get_flavor(cfg.model.flavor)
+    return arch if arch is not None else get_flavor(cfg.model.flavor)
 
 
 def params_dtype(cfg: RunConfig) -> torch.dtype:
+    """BF16 parameters under ``bf16``/``fp8`` precision (fp32 main params in the optimizer)."""
     return torch.bfloat16 if cfg.trainer.bf16 else torch.float32
 
 
