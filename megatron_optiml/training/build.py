@@ -25,7 +25,12 @@ from megatron.core.transformer import TransformerConfig
 from megatron.core.transformer.module import Float16Module
 
 from megatron_optiml.config import RunConfig
-from megatron_optiml.models.opt import OPTArch, build_opt_model, build_transformer_config, get_flavor
+from megatron_optiml.models.opt import (
+    OPTArch,
+    build_opt_model,
+    build_transformer_config,
+    get_flavor,
+)
 from megatron_optiml.parallel.device import uses_cuda
 
 # model.optim.sched.name -> Megatron-Core's lr_decay_style.
