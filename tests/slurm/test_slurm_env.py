@@ -11,10 +11,20 @@ NAMES = ("RANK", "WORLD_SIZE", "LOCAL_RANK", "MASTER_ADDR", "MASTER_PORT")
 
 @pytest.fixture
 def env(monkeypatch):
-    for k in (*NAMES, "SLURM_PROCID", "SLURM_NTASKS", "SLURM_LOCALID", "SLURM_JOB_ID"):
+    keys = (*NAMES, "SLURM_PROCID", "SLURM_NTASKS", "SLURM_LOCALID", "SLURM_JOB_ID")
+    keys += ("SLURM_LAUNCH_NODE_IPADDR",)
+    saved = {k: os.environ.get(k) for k in keys}
+    for k in keys:
         monkeypatch.delenv(k, raising=False)
-    monkeypatch.delenv("SLURM_LAUNCH_NODE_IPADDR", raising=False)
-    return monkeypatch
+    yield monkeypatch
+    # _slurm_env writes os.environ itself, and monkeypatch restores only what it changed: put
+    # every name back, or e.g. WORLD_SIZE=64 leaks into later tests' launches (which then wait
+    # for 63 ranks that never come).
+    for k, v in saved.items():
+        if v is None:
+            os.environ.pop(k, None)
+        else:
+            os.environ[k] = v
 
 
 def _got():

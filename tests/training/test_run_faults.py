@@ -111,7 +111,8 @@ def test_ranks_die_with_torchrun_and_a_live_run_folder_is_refused(bench_blend, t
         # relaunch does not compete with them for the test machine's cores.)
         for r in ranks:
             r.suspend()
-        env = {k: v for k, v in _env().items() if not k.startswith(("TORCHELASTIC", "RANK"))}
+        launcher_names = ("TORCHELASTIC", "RANK", "WORLD_SIZE", "LOCAL_", "GROUP_", "MASTER_")
+        env = {k: v for k, v in _env().items() if not k.startswith(launcher_names)}
         env["MASTER_PORT"] = str(free_port())
         second = subprocess.run(
             [sys.executable, str(ROOT / "train.py")]
