@@ -58,7 +58,6 @@ def _installed_version() -> str:
 
 MCORE_VERSION_STR: str = _installed_version()
 MCORE_VERSION: tuple[int, int, int] = parse_version(MCORE_VERSION_STR)
-MCORE_LINE: tuple[int, int] = MCORE_VERSION[:2]
 
 
 def line_of(version: tuple[int, int, int] | str) -> tuple[int, int]:
@@ -68,41 +67,43 @@ def line_of(version: tuple[int, int, int] | str) -> tuple[int, int]:
     return below[-1] if below else SUPPORTED_LINES[0]
 
 
+# The supported line the installed version is treated as (its own line when it is tested).
+MCORE_LINE: tuple[int, int] = line_of(MCORE_VERSION)
+
+
 def check_supported() -> None:
     """Warn once when the installed Megatron-Core is outside the tested lines."""
-    if MCORE_LINE not in SUPPORTED_LINES:
+    if MCORE_VERSION[:2] not in SUPPORTED_LINES:
         logger.warning(
             "megatron-core %s is not a tested version (tested: %s); treating it as %d.%d",
             MCORE_VERSION_STR,
             ", ".join(f"{a}.{b}.x" for a, b in SUPPORTED_LINES),
-            *line_of(MCORE_VERSION),
+            *MCORE_LINE,
         )
 
 
 # --- CPU shim patch points -------------------------------------------------------------------
 # name -> where Megatron-Core needs it (file:line under megatron/core). Re-check on upgrade: the
 # test tests/backend/test_compat.py exercises every point listed for the installed line.
-_CPU_POINTS_COMMON_016 = {
-    "device": "device='cuda' / int devices -> cpu (TorchFunctionMode): utils.py:628, "
-    "transformer/utils.py:35, distributed/param_and_grad_buffer.py:797-806, "
-    "optimizer/clip_grads.py:103,174, optimizer/optimizer.py:481,485,907, "
-    "pipeline_parallel/p2p_communication.py:310-321, pipeline_parallel/schedules.py:596,2138, "
-    "tensor_parallel/mappings.py:91, dist_checkpointing/strategies/state_dict_saver.py:251",
-    "tensor_cuda": "Tensor.cuda() -> self: models/common/language_module/language_module.py:244",
-    "tensor_type": "Tensor.type() reports torch.cuda.*: optimizer/clip_grads.py:167, "
-    "optimizer/optimizer.py:671, optimizer/distrib_optimizer.py:361,420,582",
-    "current_device": "torch.cuda.current_device() -> 0: utils.py:631, "
-    "pipeline_parallel/p2p_communication.py:398",
-    "synchronize": "torch.cuda.synchronize() -> no-op: "
-    "dist_checkpointing/strategies/filesystem_async.py:230",
-    "rng": "CUDA RNG calls -> CPU generator: tensor_parallel/random.py:41,72 "
-    "(CudaRNGStatesTracker :235-278, model_parallel_cuda_manual_seed :422)",
-    "backward": "mode re-entered in custom autograd Function.backward: "
-    "tensor_parallel/layers.py:551 (sequence-parallel all-gather buffer)",
-}
-
 CPU_PATCH_POINTS: dict[tuple[int, int], dict[str, str]] = {
-    (0, 16): _CPU_POINTS_COMMON_016,
+    (0, 16): {
+        "device": "device='cuda' / int devices -> cpu (TorchFunctionMode): utils.py:628, "
+        "transformer/utils.py:35, distributed/param_and_grad_buffer.py:797-806, "
+        "optimizer/clip_grads.py:103,174, optimizer/optimizer.py:481,485,907, "
+        "pipeline_parallel/p2p_communication.py:310-321, pipeline_parallel/schedules.py:596,2138, "
+        "tensor_parallel/mappings.py:91, dist_checkpointing/strategies/state_dict_saver.py:251",
+        "tensor_cuda": "Tensor.cuda() -> self: models/common/language_module/language_module.py:244",
+        "tensor_type": "Tensor.type() reports torch.cuda.*: optimizer/clip_grads.py:167, "
+        "optimizer/optimizer.py:671, optimizer/distrib_optimizer.py:361,420,582",
+        "current_device": "torch.cuda.current_device() -> 0: utils.py:631, "
+        "pipeline_parallel/p2p_communication.py:398",
+        "synchronize": "torch.cuda.synchronize() -> no-op: "
+        "dist_checkpointing/strategies/filesystem_async.py:230",
+        "rng": "CUDA RNG calls -> CPU generator: tensor_parallel/random.py:41,72 "
+        "(CudaRNGStatesTracker :235-278, model_parallel_cuda_manual_seed :422)",
+        "backward": "mode re-entered in custom autograd Function.backward: "
+        "tensor_parallel/layers.py:551 (sequence-parallel all-gather buffer)",
+    },
     (0, 19): {
         "device": "device='cuda' / int devices -> cpu (TorchFunctionMode): utils.py:715, "
         "transformer/utils.py:39,44, distributed/param_and_grad_buffer.py:1145-1186, "
@@ -128,7 +129,7 @@ CPU_PATCH_POINTS: dict[tuple[int, int], dict[str, str]] = {
 
 def cpu_patch_points(line: tuple[int, int] | None = None) -> dict[str, str]:
     """The CPU shim's patch points for a line (default: the installed one)."""
-    return CPU_PATCH_POINTS[line or line_of(MCORE_VERSION)]
+    return CPU_PATCH_POINTS[line or MCORE_LINE]
 
 
 # --- Distributed-optimizer workarounds (training/checkpointing.py) ---------------------------
@@ -166,7 +167,7 @@ VERSION_FILE = "optiml_mcore_version.json"
 def common_state_in_distcp(line: tuple[int, int] | None = None) -> bool:
     """True where Megatron-Core writes the common state as a ShardedObject (0.19), False where
     it writes ``common.pt`` beside the shards (0.16)."""
-    return (line or line_of(MCORE_VERSION)) >= (0, 19)
+    return (line or MCORE_LINE) >= (0, 19)
 
 
 def make_common_state_portable(ckpt_dir: str | os.PathLike) -> None:
