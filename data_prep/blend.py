@@ -40,6 +40,7 @@ class DatasetEntry:
     category: str
     num_examples: int
     num_tokens: int = 0
+    longest: int = 0  # tokens of the longest example
 
 
 def blend_weights(
@@ -84,8 +85,13 @@ def write_blend(
     *,
     eps_cap: int,
     benchmark_shares: Mapping[str, float],
+    max_seq_length: int | None = None,
 ) -> Path:
-    """Write blend.json and data_args_<split>.txt atomically; entries with weight 0 are left out."""
+    """Write blend.json and data_args_<split>.txt atomically; entries with weight 0 are left out.
+
+    ``max_seq_length`` (render.max_seq_length) and each split's ``longest_example`` (tokens) let
+    the trainer check ``model.data.seq_length`` against the data (megatron_optiml/data/blend.py).
+    """
     splits = {}
     for split, (entries, weights) in per_split.items():
         kept = [(e, w) for e, w in zip(entries, weights) if w > 0]
@@ -94,6 +100,8 @@ def write_blend(
             "weights": [round(w, 12) for _, w in kept],
             "num_examples": [e.num_examples for e, _ in kept],
         }
+        if max_seq_length is not None:
+            splits[split]["longest_example"] = max((e.longest for e, _ in kept), default=0)
         args = " ".join(f"{round(w, 12)!r} {e.prefix}" for e, w in kept)
         _atomic_write(out_dir / f"data_args_{split}.txt", args + "\n")
     blend = {
@@ -102,6 +110,8 @@ def write_blend(
         "benchmark_shares": dict(sorted(benchmark_shares.items())),
         "eps_cap": eps_cap,
     }
+    if max_seq_length is not None:
+        blend["max_seq_length"] = max_seq_length
     path = out_dir / "blend.json"
     _atomic_write(path, json.dumps(blend, indent=2, sort_keys=False) + "\n")
     return path

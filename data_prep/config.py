@@ -1,21 +1,20 @@
-"""Typed configuration of a bench build, loaded strictly from YAML (unknown keys are errors).
+"""Typed configuration of a bench build, loaded strictly from YAML by the run recipe's loader
+(``megatron_optiml/config/yaml_loader.py``: unknown keys are errors, with "did you mean").
 
 Relative paths in the YAML are resolved against the YAML file's folder.
 """
 
 from __future__ import annotations
 
-import dataclasses
 import os
-import types
-import typing
+from collections.abc import Sequence
 from dataclasses import dataclass, field
+from functools import partial
 from pathlib import Path
 from typing import Any
 
-import yaml
-
 from data_prep.render import DEMO_SEPARATOR, PAPER_DELIMITERS
+from megatron_optiml.config.yaml_loader import build_typed, load_typed
 
 SOURCE_TYPES = ("niv2", "bigbench", "promptsource", "jinja", "flan", "jsonl", "text")
 DEFAULT_SEED = 1234
@@ -237,52 +236,6 @@ class BenchConfig:
             sub.validate()
 
 
-def _build(cls: type, data: Any, where: str) -> Any:
-    """Construct dataclass `cls` from plain data, strictly (unknown keys raise)."""
-    if not isinstance(data, dict):
-        raise ValueError(f"{where}: expected a mapping, got {type(data).__name__}")
-    hints = typing.get_type_hints(cls)
-    names = {f.name for f in dataclasses.fields(cls)}
-    unknown = sorted(set(data) - names)
-    if unknown:
-        raise ValueError(f"{where}: unknown key {unknown[0]!r} (known: {sorted(names)})")
-    kwargs = {}
-    for key, value in data.items():
-        kwargs[key] = _convert(hints[key], value, f"{where}.{key}")
-    try:
-        return cls(**kwargs)
-    except TypeError as e:
-        raise ValueError(f"{where}: {e}") from e
-
-
-def _convert(tp: Any, value: Any, where: str) -> Any:
-    if dataclasses.is_dataclass(tp):
-        return _build(tp, value, where)
-    origin = typing.get_origin(tp)
-    if origin in (typing.Union, types.UnionType):
-        args = [a for a in typing.get_args(tp) if a is not type(None)]
-        if value is None:
-            return None
-        return _convert(args[0], value, where)
-    if origin is list:
-        if not isinstance(value, list):
-            raise ValueError(f"{where}={value!r} must be a list")
-        (arg,) = typing.get_args(tp)
-        return [_convert(arg, v, f"{where}[{i}]") for i, v in enumerate(value)]
-    if origin is dict:
-        if not isinstance(value, dict):
-            raise ValueError(f"{where}={value!r} must be a mapping")
-        _, varg = typing.get_args(tp)
-        return {str(k): _convert(varg, v, f"{where}.{k}") for k, v in value.items()}
-    if tp is float and isinstance(value, int) and not isinstance(value, bool):
-        return float(value)
-    if tp in (int, float, str, bool) and (
-        not isinstance(value, tp) or (tp is int and isinstance(value, bool))
-    ):
-        raise ValueError(f"{where}={value!r} must be {tp.__name__}")
-    return value
-
-
 def _resolve(path: str | None, base: Path) -> str | None:
     if path is None:
         return None
@@ -290,26 +243,26 @@ def _resolve(path: str | None, base: Path) -> str | None:
     return str(p if p.is_absolute() else (base / p).resolve())
 
 
-def config_from_dict(data: dict[str, Any], *, base_dir: str | os.PathLike = ".") -> BenchConfig:
-    """Build and validate a `BenchConfig`; relative paths resolve against `base_dir`."""
-    cfg = _build(BenchConfig, data, "config")
-    base = Path(base_dir)
+def _resolve_paths(cfg: BenchConfig, base: Path) -> None:
     cfg.task_map = _resolve(cfg.task_map, base)
     for s in cfg.sources:
         s.path = _resolve(s.path, base)
         s.templates = _resolve(s.templates, base)
-    cfg.validate()
-    return cfg
 
 
-def load_config(path: str | os.PathLike) -> BenchConfig:
-    """Load a bench config YAML strictly."""
+def config_from_dict(
+    data: dict[str, Any], *, base_dir: str | os.PathLike = ".", source: str = "<dict>"
+) -> BenchConfig:
+    """Build and validate a `BenchConfig`; relative paths resolve against `base_dir`."""
+    return build_typed(
+        BenchConfig, data, source, finish=partial(_resolve_paths, base=Path(base_dir))
+    )
+
+
+def load_config(path: str | os.PathLike, overrides: Sequence[str] = ()) -> BenchConfig:
+    """Load a bench config YAML strictly (the run recipe's loader), with ``a.b=value``
+    overrides."""
     path = Path(path)
-    try:
-        data = yaml.safe_load(path.read_text(encoding="utf-8"))
-    except (OSError, yaml.YAMLError) as e:
-        raise ValueError(f"{path}: cannot read config ({e})") from e
-    try:
-        return config_from_dict(data or {}, base_dir=path.parent)
-    except ValueError as e:
-        raise ValueError(f"{path}: {e}") from e
+    return load_typed(
+        BenchConfig, path, overrides, finish=partial(_resolve_paths, base=path.parent)
+    )

@@ -368,6 +368,7 @@ def _write_blend_and_summary(
                 category=job.task.category,
                 num_examples=st.examples,
                 num_tokens=st.prompt_tokens + st.target_tokens,
+                longest=st.longest,
             )
             for job, st in zip(jobs, stats.per_job)
             if job.split == split
@@ -384,7 +385,11 @@ def _write_blend_and_summary(
             summary["categories" if key == "category" else "benchmarks"][split] = rows
             tables.append(f"### {split}: per {key}\n\n{format_table(rows, key)}\n")
     write_blend(
-        stage, per_split, eps_cap=cfg.blend.eps_cap, benchmark_shares=cfg.blend.benchmark_shares
+        stage,
+        per_split,
+        eps_cap=cfg.blend.eps_cap,
+        benchmark_shares=cfg.blend.benchmark_shares,
+        max_seq_length=cfg.render.max_seq_length,
     )
 
     for split in splits.splits:

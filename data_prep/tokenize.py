@@ -180,6 +180,7 @@ class JobStats:
     target_tokens: int = 0
     truncated: int = 0
     target_truncated: int = 0
+    longest: int = 0  # tokens of the longest example (prompt + target + </s>)
 
 
 @dataclass
@@ -256,6 +257,9 @@ def _write_datasets(
             st.target_tokens += int(res.lengths[1::2].sum())
             st.truncated += res.truncated
             st.target_truncated += res.target_truncated
+            if res.lengths.size:
+                longest = int((res.lengths[0::2] + res.lengths[1::2]).max())
+                st.longest = max(st.longest, longest)
             if bar is not None:
                 bar.update(end - start)
                 el = max(time.perf_counter() - t0, 1e-9)

@@ -11,6 +11,7 @@ from pathlib import Path
 
 import yaml
 
+from megatron_optiml.config.precision import SPELLINGS
 from megatron_optiml.models.opt.flavors import OPT_FLAVORS, get_flavor
 from megatron_optiml.planning import (
     KNOWN_GPUS,
@@ -21,7 +22,7 @@ from megatron_optiml.planning import (
     make_plan,
     suggest_layouts,
 )
-from megatron_optiml.planning.layout import PRECISIONS, RECOMPUTE, TRANSFORMER_IMPLS
+from megatron_optiml.planning.layout import RECOMPUTE, TRANSFORMER_IMPLS
 from megatron_optiml.planning.recipe import plan_input_from_recipe
 
 EXIT_REFUSED, EXIT_DOES_NOT_FIT = 2, 3
@@ -52,7 +53,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--mbs", type=int, help="micro batch size")
     p.add_argument("--gbs", type=int, help="global batch size (sequences)")
     p.add_argument("--seq", type=int, help="sequence length")
-    p.add_argument("--precision", choices=PRECISIONS)
+    p.add_argument(
+        "--precision", choices=SPELLINGS, help="fp32, bf16, fp16 or fp8 (or a NeMo spelling)"
+    )
     p.add_argument("--distributed-optimizer", action=argparse.BooleanOptionalAction, default=None)
     p.add_argument("--recompute", choices=RECOMPUTE)
     p.add_argument("--transformer-impl", choices=TRANSFORMER_IMPLS)

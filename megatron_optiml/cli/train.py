@@ -53,6 +53,20 @@ def launch_facts(cfg, config_path: str) -> dict:
     }
 
 
+def _warn_about_data(cfg, config_path: str) -> None:
+    """The recipe against its data, where the blend is already there: examples longer than
+    ``model.data.seq_length`` (the trainer warns about it too when it loads the blend)."""
+    from pathlib import Path
+
+    from megatron_optiml.data.blend import seq_length_warning
+
+    d = cfg.model.data
+    if Path(d.blend_path).is_file():
+        warning = seq_length_warning(d.blend_path, d.seq_length, ["train", d.validation_split])
+        if warning is not None:
+            print(f"optiml-train: warning: {config_path}: {warning}", file=sys.stderr)
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="optiml-train", description=__doc__.splitlines()[0])
     parser.add_argument("--config", required=True, help="YAML recipe (NeMo layout)")
@@ -91,6 +105,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"optiml-train: {e}", file=sys.stderr)
         return 2
     if args.validate_only:
+        _warn_about_data(cfg, args.config)
         # The command's product on stdout (a launcher parses the JSON), not a log line.
         if args.json:
             print(json.dumps(launch_facts(cfg, args.config)))

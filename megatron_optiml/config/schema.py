@@ -11,10 +11,11 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Literal
 
+from megatron_optiml.config.precision import canonical_precision, precision_spelling
+from megatron_optiml.config.yaml_loader import PARSE
+
 if TYPE_CHECKING:
     from megatron_optiml.parallel.layout import ParallelLayout
-
-PRECISIONS = ("32", "16", "bf16", "bf16-mixed", "16-mixed", "fp8")
 
 
 def _require(cond: bool, key: str, value, why: str) -> None:
@@ -33,8 +34,9 @@ class TrainerConfig:
     accelerator: Literal["auto", "gpu", "cpu"] = "auto"
     """'auto' uses CUDA when present, else the CPU backend; 'cpu' stays on the CPU backend (gloo)
     also on a node with GPUs; 'gpu' fails up front without CUDA."""
-    precision: str = "bf16"
-    """'32', 'bf16' (BF16 params, FP32 main grads/optimizer), 'fp8' (BF16 + TE FP8 GEMMs)."""
+    precision: str = field(default="bf16", metadata={PARSE: precision_spelling})
+    """'32' (fp32), 'bf16' (BF16 params, FP32 main grads/optimizer), 'fp8' (BF16 + TE FP8 GEMMs);
+    NeMo/Lightning spellings ('bf16-mixed', '32-true', ...) per ``config/precision.py``."""
     max_steps: int = 4000
     """Optimizer steps (one step = one global batch)."""
     val_check_interval: int = 200
@@ -59,12 +61,7 @@ class TrainerConfig:
             self.accelerator,
             "expected auto, gpu or cpu",
         )
-        _require(
-            str(self.precision) in PRECISIONS,
-            "trainer.precision",
-            self.precision,
-            f"expected one of {PRECISIONS}",
-        )
+        canonical_precision(self.precision)
         _require(self.max_steps >= 1, "trainer.max_steps", self.max_steps, "must be >= 1")
         _require(
             self.val_check_interval >= 0,
@@ -102,16 +99,22 @@ class TrainerConfig:
         return self.devices * self.num_nodes
 
     @property
+    def canonical_precision(self) -> str:
+        """``precision`` as 'fp32' | 'bf16' | 'fp16' | 'fp8' (config/precision.py)."""
+        return canonical_precision(self.precision)
+
+    @property
     def bf16(self) -> bool:
-        return str(self.precision) in ("bf16", "bf16-mixed", "fp8")
+        """BF16 parameters (bf16, and fp8 whose non-FP8 math is BF16)."""
+        return self.canonical_precision in ("bf16", "fp8")
 
     @property
     def fp16(self) -> bool:
-        return str(self.precision) in ("16", "16-mixed")
+        return self.canonical_precision == "fp16"
 
     @property
     def fp8(self) -> bool:
-        return str(self.precision) == "fp8"
+        return self.canonical_precision == "fp8"
 
 
 @dataclass(kw_only=True)

@@ -5,11 +5,11 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
+from megatron_optiml.config.precision import PRECISIONS, REASON, PrecisionError, canonical_precision
 from megatron_optiml.models.opt.flavors import OPTArch
 from megatron_optiml.parallel.layout import Labels, LayoutError, ParallelLayout, check_layout
 from megatron_optiml.planning.hardware import ClusterSpec
 
-PRECISIONS = ("bf16", "fp16", "fp8", "fp32")
 RECOMPUTE = ("none", "selective", "full")
 TRANSFORMER_IMPLS = ("transformer_engine", "local")
 # The planner's field names inside reasons (the run config says TP, PP, ...).
@@ -47,7 +47,8 @@ class PlanInput:
     seq_length: int = 2048
     """Tokens per sequence."""
     precision: str = "bf16"
-    """'bf16' | 'fp16' | 'fp8' (Transformer Engine GEMMs, bf16 elsewhere) | 'fp32'."""
+    """'bf16' | 'fp16' | 'fp8' (Transformer Engine GEMMs, bf16 elsewhere) | 'fp32'; the run
+    config's spellings ('32', 'bf16-mixed', ...; config/precision.py) are kept canonical."""
     use_distributed_optimizer: bool = True
     """Shard fp32 master weights and Adam moments over data parallelism (ZeRO-1)."""
     grad_reduce_in_fp32: bool = True
@@ -71,6 +72,13 @@ class PlanInput:
     and optimizer states sit in Megatron's contiguous buffers)."""
     extra: dict[str, object] = field(default_factory=dict)
     """Free-form provenance (recipe path, flavor name) echoed in the report."""
+
+    def __post_init__(self) -> None:
+        # One vocabulary: an accepted spelling is stored canonical; validate() refuses the rest.
+        try:
+            object.__setattr__(self, "precision", canonical_precision(self.precision))
+        except PrecisionError:
+            pass
 
     @property
     def model_parallel_size(self) -> int:
@@ -101,7 +109,7 @@ class PlanInput:
         run config's layout rules (megatron_optiml/parallel/layout.py) plus the planner's own
         fields (precision, recompute, spec, MFU, FP8 on this GPU)."""
         if self.precision not in PRECISIONS:
-            raise PlanError("precision", self.precision, f"expected one of {PRECISIONS}")
+            raise PlanError("precision", self.precision, REASON)
         if self.recompute not in RECOMPUTE:
             raise PlanError("recompute", self.recompute, f"expected one of {RECOMPUTE}")
         if self.transformer_impl not in TRANSFORMER_IMPLS:

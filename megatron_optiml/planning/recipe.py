@@ -11,6 +11,7 @@ from __future__ import annotations
 from typing import Any
 
 from megatron_optiml.config import ConfigError, RunConfig, config_from_dict
+from megatron_optiml.config.precision import canonical_precision
 from megatron_optiml.models.opt.flavors import OPTArch, get_flavor
 
 _MISSING = object()
@@ -28,24 +29,11 @@ def _get(recipe: dict[str, Any], dotted: str, default: Any = _MISSING) -> Any:
 
 
 def precision_from_recipe(recipe: dict[str, Any]) -> str:
-    """NeMo/Lightning precision names -> 'bf16' | 'fp16' | 'fp32' | 'fp8' (model.fp8)."""
+    """``trainer.precision`` (NeMo/Lightning spellings, config/precision.py) as 'fp32' | 'bf16' |
+    'fp16' | 'fp8'; NeMo's ``model.fp8: true`` makes it 'fp8'."""
     if _get(recipe, "model.fp8", False):
         return "fp8"
-    value = str(_get(recipe, "trainer.precision", "bf16")).lower()
-    table = {
-        "bf16": "bf16",
-        "bf16-mixed": "bf16",
-        "16": "fp16",
-        "16-mixed": "fp16",
-        "fp16": "fp16",
-        "32": "fp32",
-        "32-true": "fp32",
-        "fp32": "fp32",
-        "fp8": "fp8",
-    }
-    if value not in table:
-        raise ValueError(f"trainer.precision={value!r}: expected one of {sorted(table)}")
-    return table[value]
+    return canonical_precision(_get(recipe, "trainer.precision", "bf16"))
 
 
 def arch_from_recipe(recipe: dict[str, Any]) -> tuple[str, OPTArch]:
@@ -63,22 +51,9 @@ def arch_from_recipe(recipe: dict[str, Any]) -> tuple[str, OPTArch]:
     return f"{arch.num_parameters() / 1e9:.1f}B (from recipe shape)", arch
 
 
-_PRECISION = {
-    "32": "fp32",
-    "16": "fp16",
-    "16-mixed": "fp16",
-    "bf16": "bf16",
-    "bf16-mixed": "bf16",
-    "fp8": "fp8",
-}
-
-
 def plan_input_from_run_config(cfg: RunConfig) -> tuple[dict[str, Any], dict[str, Any]]:
     """(PlanInput fields, ClusterSpec fields) of a typed run config, as the trainer will run it."""
     m, t = cfg.model, cfg.trainer
-    precision = _PRECISION.get(str(t.precision))
-    if precision is None:
-        raise ValueError(f"trainer.precision={t.precision!r}: expected one of {sorted(_PRECISION)}")
     fields: dict[str, Any] = dict(
         arch=get_flavor(m.flavor),
         tp=m.tensor_model_parallel_size,
@@ -88,7 +63,7 @@ def plan_input_from_run_config(cfg: RunConfig) -> tuple[dict[str, Any], dict[str
         micro_batch_size=m.micro_batch_size,
         global_batch_size=m.global_batch_size,
         seq_length=m.data.seq_length,
-        precision=precision,
+        precision=t.canonical_precision,
         use_distributed_optimizer=m.optim.use_distributed_optimizer,
         # The trainer's DDP always reduces gradients in an fp32 main-grad buffer.
         grad_reduce_in_fp32=True,

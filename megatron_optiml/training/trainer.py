@@ -17,6 +17,7 @@ from megatron.core import parallel_state as ps
 from megatron.core.pipeline_parallel import get_forward_backward_func
 
 from megatron_optiml.config import RunConfig, config_to_dict
+from megatron_optiml.data.blend import seq_length_warning
 from megatron_optiml.data.loading import (
     build_train_dataset,
     build_validation_datasets,
@@ -167,6 +168,11 @@ class Trainer:
     def _build_data(self) -> None:
         d, seed = self.cfg.model.data, self.cfg.model.seed
         packs = self.cfg.trainer.max_steps * self.cfg.model.global_batch_size
+        if _is_rank0():
+            splits = ["train"] + [d.validation_split] * bool(self.cfg.trainer.val_check_interval)
+            warning = seq_length_warning(d.blend_path, d.seq_length, splits)
+            if warning is not None:
+                logger.warning("%s", warning)
         self.train_ds = build_train_dataset(d, seed=seed, num_samples=packs)
         # Validation loss per benchmark of the validation split.
         self.val_sets: dict[str, Any] = {}

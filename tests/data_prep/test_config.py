@@ -22,11 +22,11 @@ def test_task_map_yaml_parses():
 
 def test_unknown_keys_and_bad_values_name_the_field():
     base = {"sources": [{"type": "niv2", "path": ".", "benchmark": "niv2"}]}
-    with pytest.raises(ValueError, match=r"config.splits: unknown key 'held_out'"):
+    with pytest.raises(ValueError, match=r"unknown key splits\.held_out"):
         config_from_dict({**base, "splits": {"held_out": []}})
     with pytest.raises(ValueError, match=r"blend.eps_cap=0"):
         config_from_dict({**base, "blend": {"eps_cap": 0}})
-    with pytest.raises(ValueError, match=r"config.tokenize.workers='two' must be int"):
+    with pytest.raises(ValueError, match=r"tokenize\.workers='two': expected an integer"):
         config_from_dict({**base, "tokenize": {"workers": "two"}})
     with pytest.raises(ValueError, match=r"sources\[\].type='csv'"):
         config_from_dict({"sources": [{"type": "csv", "path": ".", "benchmark": "x"}]})
@@ -40,5 +40,5 @@ def test_template_sampling_default_and_bad_value():
     assert cfg.sources[0].template_sampling == "all"
     with pytest.raises(ValueError, match=r"sources\[\]\.template_sampling='some' is not one of"):
         config_from_dict({"sources": [{**base, "template_sampling": "some"}]})
-    with pytest.raises(ValueError, match=r"config.sources\[0\].template_sampling=3 must be str"):
+    with pytest.raises(ValueError, match=r"sources\[0\]\.template_sampling=3: expected a string"):
         config_from_dict({"sources": [{**base, "template_sampling": 3}]})

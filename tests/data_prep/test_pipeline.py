@@ -91,6 +91,30 @@ def test_prompt_target_boundary_round_trip(built_bench):
     assert checked > 50
 
 
+def test_blend_records_the_lengths_the_trainer_checks(built_bench):
+    """blend.json carries render.max_seq_length and each split's longest example, read from the
+    indexed datasets; the trainer compares model.data.seq_length with them."""
+    from megatron.core.datasets.indexed_dataset import IndexedDataset
+
+    from megatron_optiml.data.blend import seq_length_warning
+
+    cfg, res = built_bench
+    path = res.out_dir / "blend.json"
+    blend = json.loads(path.read_text())
+    assert blend["max_seq_length"] == cfg.render.max_seq_length
+    for entry in blend["splits"].values():
+        longest = 0
+        for prefix in entry["prefixes"]:
+            ds = IndexedDataset(str(res.out_dir / prefix))  # keep it open: lengths are its mmap
+            longest = max(longest, int(ds.sequence_lengths.reshape(-1, 2).sum(1).max()))
+        assert entry["longest_example"] == longest <= cfg.render.max_seq_length
+    longest = max(s["longest_example"] for s in blend["splits"].values())
+    assert seq_length_warning(path, longest, ["train", "validation"]) is None
+    warning = seq_length_warning(path, longest - 1, ["train", "validation"])
+    assert f"model.data.seq_length={longest - 1} is below the longest example in {path}" in warning
+    assert f"render.max_seq_length={cfg.render.max_seq_length}" in warning
+
+
 def test_truncate_left_keeps_target():
     assert truncate_left([1, 2, 3], [4, 2], 4) == ([2, 3], [4, 2], 1)
     assert truncate_left([1], [5, 6, 7, 2], 3) == ([], [6, 7, 2], 2)
