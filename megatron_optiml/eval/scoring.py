@@ -1,16 +1,16 @@
 """Log-likelihood of answer options given a prompt (rank classification, paper §4.1).
 
-All options of an instance share its prompt, so the prompt runs once with `use_cache=True`;
-its key/value cache is repeated over the options, and the options run as one right-padded
-batch on top of it. Several instances go through together: their prompts as one left-padded
-batch, then every option of every instance as one batch over the selected cache rows. The
-first option token is scored from the prompt's last hidden state, and the LM head runs once
-per batch, on real (unpadded) option positions only.
+All options of an instance share its prompt, so an instance is one row: its prompt, then every
+option's tokens, with a 4-D attention mask that lets each option see the prompt and its own
+earlier tokens only (a prefix tree of depth one), and position ids that restart after the
+prompt for every option. Several instances go through together as left-padded rows: one
+decoder forward for the whole batch, no key/value cache to copy per option. The first option
+token is scored from the prompt's last hidden state, and the LM head runs once per batch, on
+the positions that predict option tokens only.
 
 This is exact (the same log-likelihoods as a separate forward per option,
-`score_options_naive`, up to float rounding): right padding sits after every real token, where
-causal attention never looks, left padding is masked, and OPT derives position ids from the
-attention mask, so every row sees the positions it would see alone.
+`score_options_naive`, up to float rounding): every scored position attends to exactly the
+tokens, at exactly the positions, it would see in its own prompt + option row.
 """
 
 from __future__ import annotations
@@ -34,17 +34,6 @@ class OptionScore:
     """Tokens scored."""
 
 
-def _cache_kwarg(module) -> str:
-    # transformers 5.x renamed `past_key_values` to `cache` (the old name warns, then goes).
-    params = inspect.signature(module.forward).parameters
-    return "cache" if "cache" in params else "past_key_values"
-
-
-def _output_cache(out):
-    cache = getattr(out, "cache", None)
-    return cache if cache is not None else out.past_key_values
-
-
 def _check(prompt: Sequence[int], options: Sequence[Sequence[int]]) -> None:
     if not prompt:
         raise ValueError("rank classification needs a non-empty prompt")
@@ -58,8 +47,8 @@ def score_options_batch(
 ) -> list[list[OptionScore]]:
     """Scores of every option of every `(prompt ids, [option ids, ...])` item, in order.
 
-    Two decoder forwards and one LM-head matmul for the whole batch. Memory grows with
-    (options in the batch) x (longest prompt): keep batches small for long k-shot prompts.
+    One decoder forward and one LM-head matmul for the whole batch. Memory grows with
+    (items) x (prompt + option tokens)^2 for the mask: keep batches small for long k-shot prompts.
     """
     if not items:
         return []
@@ -69,47 +58,50 @@ def score_options_batch(
     base = model.base_model  # the decoder stack: hidden states, no LM head
     head = model.get_output_embeddings()
 
-    # 1) All prompts, left-padded, one forward with cache.
-    width = max(len(p) for p, _ in items)
-    p_ids = torch.full((len(items), width), PAD_ID, dtype=torch.long)
-    p_mask = torch.zeros((len(items), width), dtype=torch.long)
-    for b, (prompt, _) in enumerate(items):
-        p_ids[b, width - len(prompt) :] = torch.tensor(list(prompt), dtype=torch.long)
-        p_mask[b, width - len(prompt) :] = 1
-    p_ids, p_mask = p_ids.to(device), p_mask.to(device)
-    out = base(input_ids=p_ids, attention_mask=p_mask, use_cache=True)
-    last = out.last_hidden_state[:, -1]  # predicts every option's first token
+    # Row of item b: [pad][prompt][option 0 tokens 0..L-2][option 1 tokens 0..L-2]... (an
+    # option's last token is never an input: tokens 0..L-2 predict 1..L-1).
+    lengths = [len(p) + sum(len(o) - 1 for o in opts) for p, opts in items]
+    width = max(lengths)
+    ids = torch.full((len(items), width), PAD_ID, dtype=torch.long)
+    positions = torch.zeros((len(items), width), dtype=torch.long)
+    allowed = torch.eye(width, dtype=torch.bool).repeat(len(items), 1, 1)  # pads see themselves
+    causal = torch.ones(width, width, dtype=torch.bool).tril()
+    src, tgt, owner = [], [], []  # scored position, target token, option row
+    r = 0
+    for b, (prompt, options) in enumerate(items):
+        pad, plen = width - lengths[b], len(prompt)
+        start = pad + plen  # first option input of the row
+        ids[b, pad:start] = torch.tensor(list(prompt), dtype=torch.long)
+        positions[b, pad:start] = torch.arange(plen)
+        allowed[b, pad:start, pad:start] = causal[:plen, :plen]
+        for o in options:
+            n = len(o) - 1  # option inputs
+            end = start + n
+            ids[b, start:end] = torch.tensor(list(o[:-1]), dtype=torch.long)
+            positions[b, start:end] = torch.arange(plen, plen + n)
+            allowed[b, start:end, pad : pad + plen] = True
+            allowed[b, start:end, start:end] = causal[:n, :n]
+            # Token 0 is predicted by the prompt's last position, token j by option input j-1.
+            src += [b * width + pad + plen - 1] + [b * width + start + j for j in range(n)]
+            tgt += list(o)
+            owner += [r] * len(o)
+            start, r = end, r + 1
+    dtype = next(model.parameters()).dtype
+    mask = torch.zeros(allowed.shape, dtype=dtype).masked_fill_(~allowed, torch.finfo(dtype).min)
+    hidden = base(
+        input_ids=ids.to(device),
+        attention_mask=mask.unsqueeze(1).to(device),  # [items, 1, query, key], additive
+        position_ids=positions.to(device),
+    ).last_hidden_state
 
-    # 2) Every option of every item, right-padded, over its prompt's cache rows.
-    flat = [list(o) for _, options in items for o in options]
-    owner = torch.repeat_interleave(
-        torch.arange(len(items)), torch.tensor([len(opts) for _, opts in items])
-    ).to(device)
-    longest = max(len(o) for o in flat)
-    ids = torch.full((len(flat), longest), PAD_ID, dtype=torch.long)
-    mask = torch.zeros((len(flat), longest), dtype=torch.long)
-    for r, o in enumerate(flat):
-        ids[r, : len(o)] = torch.tensor(o, dtype=torch.long)
-        mask[r, : len(o)] = 1
-    ids, mask = ids.to(device), mask.to(device)
-    hidden = last[owner].unsqueeze(1)  # (rows, 1, h): position predicting token 0
-    if longest > 1:
-        cache = _output_cache(out)
-        cache.batch_select_indices(owner)
-        # The last option token is never an input: tokens 0..L-2 predict 1..L-1.
-        full_mask = torch.cat([p_mask[owner], mask[:, :-1]], 1)
-        h = base(
-            input_ids=ids[:, :-1], attention_mask=full_mask, **{_cache_kwarg(base): cache}
-        ).last_hidden_state
-        hidden = torch.cat([hidden, h], 1)  # (rows, L, h): position j predicts token j
-
-    # 3) The LM head once, on real option positions only (at OPT's 50k vocabulary it is a
-    # large share of the work for short options).
-    real = mask.bool()
-    logits = head(hidden[real]).float()
-    tok = logits.gather(-1, ids[real].unsqueeze(-1)).squeeze(-1) - torch.logsumexp(logits, -1)
-    rows = torch.arange(len(flat), device=device).unsqueeze(1).expand_as(real)[real]
-    totals = torch.zeros(len(flat), device=device).index_add(0, rows, tok).tolist()
+    # The LM head once, on the scoring positions only (at OPT's 50k vocabulary it is a large
+    # share of the work for short options).
+    picked = hidden.reshape(-1, hidden.shape[-1])[torch.tensor(src, device=device)]
+    logits = head(picked).float()
+    targets = torch.tensor(tgt, dtype=torch.long, device=device).unsqueeze(-1)
+    tok = logits.gather(-1, targets).squeeze(-1) - torch.logsumexp(logits, -1)
+    totals = torch.zeros(r, device=device).index_add(0, torch.tensor(owner, device=device), tok)
+    totals = totals.tolist()
 
     result, r = [], 0
     for _, options in items:

@@ -38,7 +38,8 @@ def forward_step(data_iterator: Iterator[Batch], model: torch.nn.Module) -> tupl
     """Megatron-Core ``forward_step_func``: one micro-batch through (a stage of) the model.
 
     Every stage reads the same micro-batch dict: the first uses tokens and positions, the last
-    labels and loss mask, all of them the attention mask.
+    labels and loss mask, all of them the attention mask. The loss mask goes to the model too:
+    its output layer runs on the masked-in tokens only (``models/opt/model.py``).
     """
     batch = next(data_iterator)
     output = model(
@@ -46,6 +47,7 @@ def forward_step(data_iterator: Iterator[Batch], model: torch.nn.Module) -> tupl
         batch["position_ids"],
         batch.get("attention_mask"),
         labels=batch["labels"],
+        loss_mask=batch["loss_mask"],
         packed_seq_params=batch.get("packed_seq_params"),
     )
     return output, partial(masked_token_loss, batch["loss_mask"])

@@ -5,10 +5,10 @@ from __future__ import annotations
 from typing import Any
 
 import torch.nn.functional as F
-from megatron.core.models.gpt import GPTModel
 from megatron.core.transformer import TransformerConfig
 
 from megatron_optiml.models.opt.flavors import OPTArch
+from megatron_optiml.models.opt.model import OPTModel
 from megatron_optiml.models.opt.spec import opt_block_spec
 from megatron_optiml.parallel.device import uses_cuda
 
@@ -98,19 +98,21 @@ def build_opt_model(
     pre_process: bool = True,
     post_process: bool = True,
     vp_stage: int | None = None,
-) -> GPTModel:
+    loss_tokens_only: bool = True,
+) -> OPTModel:
     """OPT = GPTModel with learned absolute positions, tied embeddings and a final LayerNorm.
 
     ``pre_process``/``post_process`` select the first/last pipeline stage as in Megatron-LM.
     ``core_attention`` ('sdpa' or 'unfused') picks the local spec's core attention: torch's
     fused SDPA by default, Megatron-Core's unfused ``DotProductAttention`` on request (same
-    numbers, same checkpoints).
+    numbers, same checkpoints). ``loss_tokens_only`` runs the output layer on the tokens of
+    ``loss_mask`` alone when the forward passes one with ``labels`` (``models/opt/model.py``).
     """
     check_supported(arch)
     kwargs: dict[str, Any] = {}
     if vp_stage is not None:
         kwargs["vp_stage"] = vp_stage
-    return GPTModel(
+    return OPTModel(
         config=config,
         transformer_layer_spec=opt_block_spec(
             config, transformer_impl, vp_stage, core_attention=core_attention
@@ -122,5 +124,6 @@ def build_opt_model(
         parallel_output=True,
         share_embeddings_and_output_weights=True,
         position_embedding_type="learned_absolute",
+        loss_tokens_only=loss_tokens_only,
         **kwargs,
     )
