@@ -22,7 +22,6 @@ from __future__ import annotations
 
 from typing import Any
 
-import torch
 from megatron.core.models.gpt import GPTModel
 
 
@@ -63,7 +62,9 @@ class OPTModel(GPTModel):
         if self.share_embeddings_and_output_weights:
             output_weight = self.shared_embedding_or_output_weight()
         logits, _ = self.output_layer(
-            selected, weight=output_weight, runtime_gather_output=kwargs.get("runtime_gather_output")
+            selected,
+            weight=output_weight,
+            runtime_gather_output=kwargs.get("runtime_gather_output"),
         )  # [n, 1, vocab / TP]
         kept_labels = labels.transpose(0, 1).reshape(-1).index_select(0, keep).unsqueeze(0)
         kept_loss = self.compute_language_model_loss(kept_labels, logits)  # [1, n]
