@@ -36,6 +36,6 @@ for s in $stacks; do
   peer=""
   for o in $stacks; do [[ $o != "$s" ]] && peer=$PWD/${VENV[$o]}/bin/python; done
   echo "=== $s: $("${VENV[$s]}/bin/python" -c 'import sys, megatron.core as m; print("Python", sys.version.split()[0], "megatron-core", m.__version__)')"
-  OPTIML_PEER_PYTHON=$peer "${VENV[$s]}/bin/python" -m pytest -q --timeout=300 "${args[@]}" || status=$?
+  OPTIML_PEER_PYTHON=$peer "${VENV[$s]}/bin/python" -m pytest -q --timeout=300 --durations=30 "${args[@]}" || status=$?
 done
 exit $status
