@@ -7,10 +7,11 @@ end. Peak memory is one group, not the model, and every byte on disk is written 
 Megatron-Core's own torch_dist writer, so the trainer loads it like its own checkpoints.
 
 The sharded keys, global shapes and offsets are those of a TP=1, PP=1 ``GPTModel`` built with
-the local spec (``sharded_templates`` is checked against ``model.sharded_state_dict()`` in the
-tests). torch_dist reshards at load time, so one written layout serves every TP/PP layout, and
-the keys are the Transformer Engine ones (Megatron-Core's local spec maps its LayerNorm names
-onto TE's), so local and TE models load the same checkpoint.
+the local spec (names and shapes from ``models/opt/params.py``; ``tests/models/test_opt_params.py``
+checks ``sharded_templates`` against ``model.sharded_state_dict()``). torch_dist reshards at
+load time, so one written layout serves every TP/PP layout, and the keys are the Transformer
+Engine ones (Megatron-Core's local spec maps its LayerNorm names onto TE's), so local and TE
+models load the same checkpoint.
 """
 
 from __future__ import annotations
@@ -37,45 +38,33 @@ from megatron_optiml.backend.compat import (
     load_dist_checkpoint,
     make_common_state_portable,
 )
-from megatron_optiml.conversion.sharding import TE_RENAMES
 from megatron_optiml.models.opt.flavors import OPTArch
-from megatron_optiml.models.opt.init import canonical_shapes
+from megatron_optiml.models.opt.params import (
+    CANONICAL,
+    WORD_EMBEDDINGS,
+    canonical_shapes,
+    sharded_key,
+    split_layer,
+    tp_linear_modules,
+)
 
 logger = logging.getLogger(__name__)
 
 MODEL_KEY = "model"
 _DCP_METADATA = ".metadata"
 # Linear modules whose (empty, for the local spec) ``_extra_state`` Megatron saves per layer.
-_EXTRA_STATE_MODULES = (
-    "self_attention.linear_qkv",
-    "self_attention.linear_proj",
-    "mlp.linear_fc1",
-    "mlp.linear_fc2",
-)
+_EXTRA_STATE_MODULES = tp_linear_modules()
+# A layer's objects go into the save of the group holding its first tensor.
+_FIRST_LAYER_TENSOR = next(p.local for p in CANONICAL if p.stage == "layer")
 
 
 def _rank() -> int:
     return torch.distributed.get_rank()
 
 
-def _split_layer_name(name: str) -> tuple[int | None, str]:
-    if name.startswith("decoder.layers."):
-        idx, rest = name[len("decoder.layers.") :].split(".", 1)
-        return int(idx), rest
-    return None, name
-
-
-def sharded_key(name: str) -> str:
-    """The checkpoint key of a canonical name (layer index folded into a prepended axis)."""
-    layer, rest = _split_layer_name(name)
-    if layer is None:
-        return name
-    return "decoder.layers." + TE_RENAMES.get(rest, rest)
-
-
 def sharded_tensor(name: str, data: torch.Tensor, num_layers: int) -> ShardedTensor:
     """A TP=1, PP=1 ShardedTensor for one canonical tensor, as ``GPTModel`` would build it."""
-    layer, _ = _split_layer_name(name)
+    _, layer = split_layer(name)
     key = sharded_key(name)
     if layer is None:
         return ShardedTensor.from_rank_offsets(
@@ -83,7 +72,7 @@ def sharded_tensor(name: str, data: torch.Tensor, num_layers: int) -> ShardedTen
             data,
             replica_id=(0, 0, 0),
             # Megatron lets the vocab dimension differ at load time (padding).
-            allow_shape_mismatch=name == "embedding.word_embeddings.weight",
+            allow_shape_mismatch=name == WORD_EMBEDDINGS,
         )
     return ShardedTensor.from_rank_offsets(
         key, data, (0, layer, num_layers), replica_id=(0, 0, 0), prepend_axis_num=1
@@ -103,7 +92,7 @@ def _one_layer_request(name: str, data: torch.Tensor, num_layers: int) -> Sharde
     """A ``[1, ...]`` chunk of the ``[num_layers, ...]`` tensor to load, as a plain (not
     prepended-axis) ShardedTensor: Megatron-Core then does not assume that the layers it
     lacks live on other ranks (with one rank that assumption fails)."""
-    layer, _ = _split_layer_name(name)
+    _, layer = split_layer(name)
     return ShardedTensor.from_rank_offsets(
         sharded_key(name), data.unsqueeze(0), (0, layer, num_layers), replica_id=(0, 0, 0)
     )
@@ -204,7 +193,7 @@ class StreamingCheckpointWriter:
         """Save one group of canonical tensors (e.g. one layer's twelve tensors)."""
         expected = canonical_shapes(self.arch)
         state: dict = {}
-        layers = {_split_layer_name(n)[0] for n in tensors} - {None}
+        layers = {split_layer(n)[1] for n in tensors} - {None}
         if len(layers) > 1:
             raise ValueError(f"a group holds at most one layer, got layers {sorted(layers)}")
         layer = layers.pop() if layers else None
@@ -224,7 +213,7 @@ class StreamingCheckpointWriter:
                 state[name] = sharded_tensor(name, t, self.arch.num_layers)
             else:
                 state[name] = _one_layer_tensor(name, t)
-            if _split_layer_name(name)[1] == "input_layernorm.weight":
+            if split_layer(name)[0] == _FIRST_LAYER_TENSOR:  # once per layer
                 state.update(extra_state_objects(layer, self.arch.num_layers))
         scratch = self.ckpt_dir / f".group_{self._count:05d}"
         if _rank() == 0:
@@ -269,7 +258,7 @@ class StreamingCheckpointWriter:
 def checkpoint_dtype(ckpt_dir: str | os.PathLike) -> torch.dtype:
     """The dtype the checkpoint stores the word embeddings in."""
     md = dist_checkpointing.load_tensors_metadata(str(ckpt_dir))
-    key = "embedding.word_embeddings.weight"
+    key = WORD_EMBEDDINGS
     if key not in md:
         raise KeyError(f"{ckpt_dir}: no tensor {key!r} (not an OPT model checkpoint?)")
     return md[key].dtype
@@ -303,7 +292,7 @@ def read_groups(
             key = sharded_key(name)
             if key not in md:
                 raise KeyError(f"{ckpt_dir}: checkpoint has no tensor {key!r} (for {name!r})")
-            layer, _ = _split_layer_name(name)
+            _, layer = split_layer(name)
             want = ((arch.num_layers,) if layer is not None else ()) + shapes[name]
             if tuple(md[key].global_shape) != want:
                 raise ValueError(

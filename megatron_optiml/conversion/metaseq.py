@@ -5,14 +5,14 @@ holds its slice of every column/row-parallel weight; the fused ``qkv_proj`` of a
 heads' K, V, Q stacked in that order (metaseq's ``SequeuceParallelTransformerBlock``, and
 HF's ``convert_opt_original_pytorch_checkpoint_to_pytorch.py``). Parts are read with
 ``torch.load(mmap=True, weights_only=True)`` one layer at a time, so any part count converts
-to any layout with memory near one layer.
+to any layout with memory near one layer. The names and how parts combine are the ``metaseq``
+and ``tp`` columns of ``models/opt/params.py``.
 """
 
 from __future__ import annotations
 
 import logging
 import os
-import re
 from collections.abc import Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import Any
@@ -21,7 +21,6 @@ import torch
 
 from megatron_optiml.conversion.opt_hf import (
     add_position_offset,
-    canonical_groups,
     drop_position_offset,
     fuse_qkv,
     pad_vocab,
@@ -29,75 +28,29 @@ from megatron_optiml.conversion.opt_hf import (
     split_qkv,
     unpad_vocab,
 )
+from megatron_optiml.models.opt import params
 from megatron_optiml.models.opt.flavors import OPT_FLAVORS, OPTArch
-from megatron_optiml.models.opt.init import canonical_shapes
+from megatron_optiml.models.opt.params import (
+    OUTPUT_LAYER,
+    POSITION_EMBEDDINGS,
+    POSITION_OFFSET,
+    WORD_EMBEDDINGS,
+    canonical_groups,
+    canonical_shapes,
+    metaseq_name,
+)
 
 logger = logging.getLogger(__name__)
 
-# metaseq name pattern -> (canonical pattern, how parts combine: "column" = concat dim 0,
-# "row" = concat dim 1, "replicated" = identical on every part, "kvq" = per-part [K; V; Q]).
-METASEQ_TO_CANONICAL: dict[str, tuple[str, str]] = {
-    "decoder.embed_tokens.weight": ("embedding.word_embeddings.weight", "column"),
-    "decoder.embed_positions.weight": ("embedding.position_embeddings.weight", "replicated"),
-    "decoder.layer_norm.weight": ("decoder.final_layernorm.weight", "replicated"),
-    "decoder.layer_norm.bias": ("decoder.final_layernorm.bias", "replicated"),
-    "decoder.layers.{i}.self_attn_layer_norm.weight": (
-        "decoder.layers.{i}.input_layernorm.weight",
-        "replicated",
-    ),
-    "decoder.layers.{i}.self_attn_layer_norm.bias": (
-        "decoder.layers.{i}.input_layernorm.bias",
-        "replicated",
-    ),
-    "decoder.layers.{i}.self_attn.qkv_proj.weight": (
-        "decoder.layers.{i}.self_attention.linear_qkv.weight",
-        "kvq",
-    ),
-    "decoder.layers.{i}.self_attn.qkv_proj.bias": (
-        "decoder.layers.{i}.self_attention.linear_qkv.bias",
-        "kvq",
-    ),
-    "decoder.layers.{i}.self_attn.out_proj.weight": (
-        "decoder.layers.{i}.self_attention.linear_proj.weight",
-        "row",
-    ),
-    "decoder.layers.{i}.self_attn.out_proj.bias": (
-        "decoder.layers.{i}.self_attention.linear_proj.bias",
-        "replicated",
-    ),
-    "decoder.layers.{i}.final_layer_norm.weight": (
-        "decoder.layers.{i}.pre_mlp_layernorm.weight",
-        "replicated",
-    ),
-    "decoder.layers.{i}.final_layer_norm.bias": (
-        "decoder.layers.{i}.pre_mlp_layernorm.bias",
-        "replicated",
-    ),
-    "decoder.layers.{i}.fc1.weight": ("decoder.layers.{i}.mlp.linear_fc1.weight", "column"),
-    "decoder.layers.{i}.fc1.bias": ("decoder.layers.{i}.mlp.linear_fc1.bias", "column"),
-    "decoder.layers.{i}.fc2.weight": ("decoder.layers.{i}.mlp.linear_fc2.weight", "row"),
-    "decoder.layers.{i}.fc2.bias": ("decoder.layers.{i}.mlp.linear_fc2.bias", "replicated"),
-}
-CANONICAL_TO_METASEQ: dict[str, tuple[str, str]] = {
-    canon: (ms, kind) for ms, (canon, kind) in METASEQ_TO_CANONICAL.items()
-}
 # Carried by metaseq but not weights we keep: a format version and the tied output projection.
-IGNORED = ("decoder.version", "decoder.output_projection.weight")
-
-
-def _to_pattern(name: str) -> tuple[str, str | None]:
-    m = re.match(r"^(decoder\.layers\.)(\d+)(\..+)$", name)
-    return (m.group(1) + "{i}" + m.group(3), m.group(2)) if m else (name, None)
-
-
-def _metaseq_name(canon: str) -> str:
-    pattern, layer = _to_pattern(canon)
-    ms_pattern = CANONICAL_TO_METASEQ[pattern][0]
-    return ms_pattern.format(i=layer) if layer is not None else ms_pattern
+IGNORED = ("decoder.version", metaseq_name(OUTPUT_LAYER))
 
 
 def _combine_kind(canon: str) -> str:
-    return CANONICAL_TO_METASEQ[_to_pattern(canon)[0]][1]
+    """How the parts of a tensor combine: the table's TP split ("column" = concat dim 0, "row"
+    = concat dim 1, "replicated" = identical on every part), or "kvq" (per-part [K; V; Q])."""
+    row, _ = params.param(canon)
+    return "kvq" if row.transform == "qkv" else row.tp
 
 
 def kvq_parts_to_qkv(parts: Sequence[torch.Tensor], num_heads: int) -> torch.Tensor:
@@ -166,17 +119,23 @@ class MetaseqCheckpointReader:
         self.parts = [Path(p) for p in parts]
         first = load_part(self.parts[0])
         for name in first:
-            if name not in IGNORED and _to_pattern(name)[0] not in METASEQ_TO_CANONICAL:
-                raise KeyError(f"{self.parts[0]}: unknown metaseq tensor {name!r}")
-        if "decoder.layers.0.self_attn.qkv_proj.weight" not in first:
+            if name not in IGNORED:
+                try:
+                    params.metaseq_param(name)
+                except KeyError:
+                    raise KeyError(f"{self.parts[0]}: unknown metaseq tensor {name!r}") from None
+        qkv = metaseq_name("decoder.layers.0.self_attention.linear_qkv.weight")
+        if qkv not in first:
             raise KeyError(
-                f"{self.parts[0]}: no 'decoder.layers.0.self_attn.qkv_proj.weight' (only fused-QKV "
-                "metaseq checkpoints are supported)"
+                f"{self.parts[0]}: no {qkv!r} (only fused-QKV metaseq checkpoints are supported)"
             )
         num_layers = 1 + max(
-            int(m.group(1)) for n in first if (m := re.match(r"decoder\.layers\.(\d+)\.", n))
+            layer for n in first if (layer := params.split_layer(n)[1]) is not None
         )
-        hidden = first["decoder.embed_tokens.weight"].shape[1]
+        embed_tokens = first[metaseq_name(WORD_EMBEDDINGS)]
+        positions = first[metaseq_name(POSITION_EMBEDDINGS)]
+        fc1 = first[metaseq_name("decoder.layers.0.mlp.linear_fc1.weight")]
+        hidden = embed_tokens.shape[1]
         if num_attention_heads is None:
             num_attention_heads = part_config(self.parts[0]).get("decoder_attention_heads")
         if num_attention_heads is None:
@@ -187,27 +146,27 @@ class MetaseqCheckpointReader:
                 )
             num_attention_heads = known[0].num_attention_heads
         P = len(self.parts)
-        self.vocab_size = first["decoder.embed_tokens.weight"].shape[0] * P
+        self.vocab_size = embed_tokens.shape[0] * P
         self.arch = OPTArch(
             num_layers=num_layers,
             hidden_size=hidden,
             num_attention_heads=num_attention_heads,
-            ffn_hidden_size=first["decoder.layers.0.fc1.weight"].shape[0] * P,
+            ffn_hidden_size=fc1.shape[0] * P,
             vocab_size=padded_vocab_size(self.vocab_size, pad_vocab_to_multiple_of),
-            max_position_embeddings=first["decoder.embed_positions.weight"].shape[0] - 2,
+            max_position_embeddings=positions.shape[0] - POSITION_OFFSET,
         )
         if num_attention_heads % P:
             raise ValueError(f"{num_attention_heads} heads cannot be split into {P} parts")
-        self.dtype = first["decoder.layer_norm.weight"].dtype
+        self.dtype = first[metaseq_name("decoder.final_layernorm.weight")].dtype
         # canonical name -> dtype (combining parts keeps it): what the HF export plans with.
         self.dtypes: dict[str, torch.dtype] = {}
         for canon in canonical_shapes(self.arch):
-            ms_name = _metaseq_name(canon)
+            ms_name = metaseq_name(canon)
             if ms_name not in first:
                 raise KeyError(f"{self.parts[0]}: missing tensor {ms_name!r}")
             self.dtypes[canon] = first[ms_name].dtype
         self.position_offset_rows: torch.Tensor | None = None
-        del first
+        del first, embed_tokens, positions, fc1
 
     def _combine(self, canon: str, tensors: list[torch.Tensor], kind: str) -> torch.Tensor:
         if kind == "replicated":
@@ -217,7 +176,7 @@ class MetaseqCheckpointReader:
             return tensors[0].clone()
         if kind == "kvq":
             return kvq_parts_to_qkv(tensors, self.arch.num_attention_heads)
-        return torch.cat(tensors, dim=0 if kind == "column" else 1)
+        return torch.cat(tensors, dim=params.TP_DIMS[kind])
 
     def canonical_groups(self) -> Iterator[dict[str, torch.Tensor]]:
         for group in canonical_groups(self.arch):
@@ -225,16 +184,17 @@ class MetaseqCheckpointReader:
             sds = [load_part(p) for p in self.parts]
             out: dict[str, torch.Tensor] = {}
             for canon in group:
-                ms_name, kind = _metaseq_name(canon), _combine_kind(canon)
+                ms_name, kind = metaseq_name(canon), _combine_kind(canon)
                 tensors = []
                 for p, sd in enumerate(sds):
                     if ms_name not in sd:
                         raise KeyError(f"{self.parts[p]}: missing tensor {ms_name!r}")
                     tensors.append(sd[ms_name])
                 t = self._combine(canon, tensors, kind)
-                if canon == "embedding.word_embeddings.weight":
+                transform = params.param(canon)[0].transform
+                if transform == "vocab":
                     t = pad_vocab(t, self.arch.vocab_size)
-                elif canon == "embedding.position_embeddings.weight":
+                elif transform == "positions":
                     t, self.position_offset_rows = drop_position_offset(t)
                 out[canon] = t
             del sds
@@ -253,19 +213,18 @@ def canonical_to_metaseq_parts(
     for handing weights back to metaseq)."""
     parts: list[dict[str, torch.Tensor]] = [{} for _ in range(num_parts)]
     for canon, t in full.items():
-        pattern, layer = _to_pattern(canon)
-        ms_pattern, kind = CANONICAL_TO_METASEQ[pattern]
-        ms_name = ms_pattern.format(i=layer) if layer is not None else ms_pattern
-        if canon == "embedding.word_embeddings.weight":
+        ms_name, kind = metaseq_name(canon), _combine_kind(canon)
+        transform = params.param(canon)[0].transform
+        if transform == "vocab":
             t = unpad_vocab(t, vocab_size or arch.vocab_size)
-        elif canon == "embedding.position_embeddings.weight":
+        elif transform == "positions":
             t = add_position_offset(t, position_offset_rows)
         if kind == "replicated":
             pieces = [t.clone() for _ in range(num_parts)]
         elif kind == "kvq":
             pieces = qkv_to_kvq_parts(t, arch.num_attention_heads, num_parts)
         else:
-            pieces = [c.clone() for c in t.chunk(num_parts, dim=0 if kind == "column" else 1)]
+            pieces = [c.clone() for c in t.chunk(num_parts, dim=params.TP_DIMS[kind])]
         for p in range(num_parts):
             parts[p][ms_name] = pieces[p]
     for p in range(num_parts):

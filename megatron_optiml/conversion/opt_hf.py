@@ -1,10 +1,11 @@
-"""Hugging Face OPT <-> canonical OPT state dict: one name table, its inverse, small transforms.
+"""Hugging Face OPT <-> canonical OPT state dict: the table's HF names, small transforms.
 
-The table ``HF_TO_CANONICAL`` is data; ``CANONICAL_TO_HF`` is computed from it. Several HF
-names map to one canonical name only for the fused QKV. The irregular parts are small pure
-functions with inverses: :func:`fuse_qkv` / :func:`split_qkv` (Megatron's per-head
-``[q_h; k_h; v_h]`` layout), :func:`drop_position_offset` / :func:`add_position_offset` (HF
-keeps OPT's 2 unused position rows in front), :func:`pad_vocab` / :func:`unpad_vocab`, and
+The names are the ``hf`` column of ``models/opt/params.py``; ``HF_TO_CANONICAL`` and
+``CANONICAL_TO_HF`` are views of it. Several HF names map to one canonical name only for the
+fused QKV. The irregular parts (the table's ``transform`` column) are small pure functions with
+inverses: :func:`fuse_qkv` / :func:`split_qkv` (Megatron's per-head ``[q_h; k_h; v_h]``
+layout), :func:`drop_position_offset` / :func:`add_position_offset` (HF keeps OPT's 2 unused
+position rows in front), :func:`pad_vocab` / :func:`unpad_vocab`, and
 :func:`check_tied_lm_head`. Configs we cannot express are refused naming the field.
 """
 
@@ -13,7 +14,6 @@ from __future__ import annotations
 import json
 import logging
 import os
-import re
 from collections.abc import Iterator, Mapping
 from pathlib import Path
 from typing import Any
@@ -26,59 +26,31 @@ from megatron_optiml.conversion.safetensors_stream import (
     plan_shards,
     read_safetensors_header,
 )
+from megatron_optiml.models.opt import params
 from megatron_optiml.models.opt.builder import check_supported
 from megatron_optiml.models.opt.flavors import OPTArch
-from megatron_optiml.models.opt.init import canonical_shapes
+from megatron_optiml.models.opt.params import (
+    CANONICAL,
+    OUTPUT_LAYER,
+    POSITION_OFFSET,
+    WORD_EMBEDDINGS,
+    canonical_groups,
+    canonical_shapes,
+)
 
 logger = logging.getLogger(__name__)
 
-# OPT's learned positions are indexed from padding_idx + 1 = 2 (metaseq); HF keeps rows 0-1.
-POSITION_OFFSET = 2
 
-# HF name pattern -> canonical name pattern; ``{i}`` is the layer index.
-HF_TO_CANONICAL: dict[str, str] = {
-    "model.decoder.embed_tokens.weight": "embedding.word_embeddings.weight",
-    "model.decoder.embed_positions.weight": "embedding.position_embeddings.weight",
-    "model.decoder.final_layer_norm.weight": "decoder.final_layernorm.weight",
-    "model.decoder.final_layer_norm.bias": "decoder.final_layernorm.bias",
-    "model.decoder.layers.{i}.self_attn_layer_norm.weight": "decoder.layers.{i}.input_layernorm.weight",
-    "model.decoder.layers.{i}.self_attn_layer_norm.bias": "decoder.layers.{i}.input_layernorm.bias",
-    "model.decoder.layers.{i}.self_attn.q_proj.weight": "decoder.layers.{i}.self_attention.linear_qkv.weight",
-    "model.decoder.layers.{i}.self_attn.k_proj.weight": "decoder.layers.{i}.self_attention.linear_qkv.weight",
-    "model.decoder.layers.{i}.self_attn.v_proj.weight": "decoder.layers.{i}.self_attention.linear_qkv.weight",
-    "model.decoder.layers.{i}.self_attn.q_proj.bias": "decoder.layers.{i}.self_attention.linear_qkv.bias",
-    "model.decoder.layers.{i}.self_attn.k_proj.bias": "decoder.layers.{i}.self_attention.linear_qkv.bias",
-    "model.decoder.layers.{i}.self_attn.v_proj.bias": "decoder.layers.{i}.self_attention.linear_qkv.bias",
-    "model.decoder.layers.{i}.self_attn.out_proj.weight": "decoder.layers.{i}.self_attention.linear_proj.weight",
-    "model.decoder.layers.{i}.self_attn.out_proj.bias": "decoder.layers.{i}.self_attention.linear_proj.bias",
-    "model.decoder.layers.{i}.final_layer_norm.weight": "decoder.layers.{i}.pre_mlp_layernorm.weight",
-    "model.decoder.layers.{i}.final_layer_norm.bias": "decoder.layers.{i}.pre_mlp_layernorm.bias",
-    "model.decoder.layers.{i}.fc1.weight": "decoder.layers.{i}.mlp.linear_fc1.weight",
-    "model.decoder.layers.{i}.fc1.bias": "decoder.layers.{i}.mlp.linear_fc1.bias",
-    "model.decoder.layers.{i}.fc2.weight": "decoder.layers.{i}.mlp.linear_fc2.weight",
-    "model.decoder.layers.{i}.fc2.bias": "decoder.layers.{i}.mlp.linear_fc2.bias",
-}
+# HF name pattern -> canonical name pattern (``{i}`` is the layer index): a view of the table.
+HF_TO_CANONICAL: dict[str, str] = {hf: p.local for p in CANONICAL for hf in p.hf}
 
+# canonical pattern -> HF patterns (q, k, v order for the fused QKV).
+CANONICAL_TO_HF: dict[str, tuple[str, ...]] = {p.local: p.hf for p in CANONICAL}
 
-def _invert(table: Mapping[str, str]) -> dict[str, tuple[str, ...]]:
-    inverse: dict[str, list[str]] = {}
-    for hf, canon in table.items():
-        inverse.setdefault(canon, []).append(hf)
-    return {canon: tuple(hfs) for canon, hfs in inverse.items()}
-
-
-# canonical pattern -> HF patterns (q, k, v order for the fused QKV, as in the table).
-CANONICAL_TO_HF: dict[str, tuple[str, ...]] = _invert(HF_TO_CANONICAL)
-
-# The tied output projection: present in some HF checkpoints, never stored separately by us.
-LM_HEAD = "lm_head.weight"
-
-
-def _pattern_re(pattern: str) -> re.Pattern[str]:
-    return re.compile("^" + re.escape(pattern).replace(r"\{i\}", r"(\d+)") + "$")
-
-
-_HF_PATTERNS = [(_pattern_re(hf), hf, canon) for hf, canon in HF_TO_CANONICAL.items()]
+# The tied output projection (present in some HF checkpoints, never stored separately by us)
+# and the embeddings it must equal.
+(LM_HEAD,) = params.hf_names(OUTPUT_LAYER)
+(EMBED_TOKENS,) = params.hf_names(WORD_EMBEDDINGS)
 
 
 def normalize_hf_name(name: str) -> str:
@@ -89,20 +61,24 @@ def normalize_hf_name(name: str) -> str:
 def hf_to_canonical_name(name: str) -> tuple[str, str]:
     """(canonical name, HF pattern) for an HF tensor name; raises naming unknown keys."""
     name = normalize_hf_name(name)
-    for regex, hf_pattern, canon in _HF_PATTERNS:
-        m = regex.match(name)
-        if m:
-            return (canon.format(i=m.group(1)) if m.groups() else canon), hf_pattern
-    raise KeyError(f"unknown Hugging Face OPT tensor {name!r}: no entry in HF_TO_CANONICAL")
+    try:
+        row, j, layer = params.hf_param(name)
+    except KeyError:
+        row = None
+    if row is None or row.tied_to is not None:
+        raise KeyError(f"unknown Hugging Face OPT tensor {name!r}: no entry in HF_TO_CANONICAL")
+    return params.at_layer(row.local, layer), row.hf[j]
 
 
 def canonical_to_hf_names(name: str) -> tuple[str, ...]:
     """HF names of one canonical tensor (three for the fused QKV)."""
-    m = re.match(r"^decoder\.layers\.(\d+)\.(.+)$", name)
-    pattern = f"decoder.layers.{{i}}.{m.group(2)}" if m else name
-    if pattern not in CANONICAL_TO_HF:
+    try:
+        row, _ = params.param(name)
+    except KeyError:
+        row = None
+    if row is None or row.tied_to is not None or row.local != params.split_layer(name)[0]:
         raise KeyError(f"canonical tensor {name!r} has no Hugging Face name")
-    return tuple(hf.format(i=m.group(1)) if m else hf for hf in CANONICAL_TO_HF[pattern])
+    return params.hf_names(name)
 
 
 # ---- irregular transforms (each with its inverse) ------------------------------------------
@@ -175,7 +151,7 @@ def check_tied_lm_head(lm_head: torch.Tensor, embed_tokens: torch.Tensor) -> Non
     """OPT ties the output projection to the input embeddings; refuse an untied one."""
     if lm_head.shape != embed_tokens.shape or not torch.equal(lm_head, embed_tokens):
         raise ValueError(
-            f"tensor {LM_HEAD!r} differs from 'model.decoder.embed_tokens.weight': untied "
+            f"tensor {LM_HEAD!r} differs from {EMBED_TOKENS!r}: untied "
             "output embeddings are not supported (OPT ties them)"
         )
 
@@ -263,30 +239,14 @@ def hf_config_from_arch(
 def expected_hf_shapes(arch: OPTArch, vocab_size: int) -> dict[str, tuple[int, ...]]:
     """HF tensor name -> shape for a model of this shape."""
     out: dict[str, tuple[int, ...]] = {}
-    for canon, shape in canonical_shapes(arch).items():
-        names = canonical_to_hf_names(canon)
-        if canon == "embedding.word_embeddings.weight":
-            shape = (vocab_size, shape[1])
-        elif canon == "embedding.position_embeddings.weight":
-            shape = (shape[0] + POSITION_OFFSET, shape[1])
-        elif len(names) == 3:
-            shape = (shape[0] // 3, *shape[1:])
-        for n in names:
+    for canon in canonical_shapes(arch):
+        shape = params.hf_shape_of(params.param(canon)[0], arch, vocab_size)
+        for n in canonical_to_hf_names(canon):
             out[n] = shape
     return out
 
 
 # ---- canonical groups <-> HF tensors --------------------------------------------------------
-
-
-def canonical_groups(arch: OPTArch) -> list[list[str]]:
-    """Canonical names in streaming order: embeddings, one group per layer, final LayerNorm."""
-    names = list(canonical_shapes(arch))
-    groups = [[n for n in names if n.startswith("embedding.")]]
-    for i in range(arch.num_layers):
-        groups.append([n for n in names if n.startswith(f"decoder.layers.{i}.")])
-    groups.append([n for n in names if n.startswith("decoder.final_layernorm.")])
-    return groups
 
 
 def hf_tensor_plan(
@@ -307,28 +267,24 @@ def hf_group_to_canonical(
     hf: Mapping[str, torch.Tensor], arch: OPTArch
 ) -> tuple[dict[str, torch.Tensor], torch.Tensor | None]:
     """One group of HF tensors -> (canonical tensors, position offset rows if in the group)."""
-    gathered: dict[str, dict[str, torch.Tensor]] = {}
+    gathered: dict[str, dict[int, torch.Tensor]] = {}
     for name, t in hf.items():
         canon, pattern = hf_to_canonical_name(name)
-        gathered.setdefault(canon, {})[pattern] = t
+        gathered.setdefault(canon, {})[params.hf_param(pattern)[1]] = t
     out: dict[str, torch.Tensor] = {}
     offset_rows = None
     for canon, parts in gathered.items():
-        if len(parts) == 3:
-            q, k, v = (parts[p] for p in sorted(parts, key=_qkv_order))
-            out[canon] = fuse_qkv(q, k, v, arch.num_attention_heads)
+        transform = params.param(canon)[0].transform
+        if transform == "qkv":
+            out[canon] = fuse_qkv(parts[0], parts[1], parts[2], arch.num_attention_heads)
             continue
         (t,) = parts.values()
-        if canon == "embedding.word_embeddings.weight":
+        if transform == "vocab":
             t = pad_vocab(t, arch.vocab_size)
-        elif canon == "embedding.position_embeddings.weight":
+        elif transform == "positions":
             t, offset_rows = drop_position_offset(t)
         out[canon] = t
     return out, offset_rows
-
-
-def _qkv_order(pattern: str) -> int:
-    return next(j for j, p in enumerate(("q_proj", "k_proj", "v_proj")) if f".{p}." in pattern)
 
 
 def canonical_group_to_hf(
@@ -341,12 +297,13 @@ def canonical_group_to_hf(
     out: dict[str, torch.Tensor] = {}
     for canon, t in tensors.items():
         names = canonical_to_hf_names(canon)
-        if len(names) == 3:
+        transform = params.param(canon)[0].transform
+        if transform == "qkv":
             out.update(zip(names, split_qkv(t, arch.num_attention_heads)))
             continue
-        if canon == "embedding.word_embeddings.weight":
+        if transform == "vocab":
             t = unpad_vocab(t, vocab_size)
-        elif canon == "embedding.position_embeddings.weight":
+        elif transform == "positions":
             t = add_position_offset(t, position_offset_rows)
         out[names[0]] = t.contiguous()
     return out
@@ -446,9 +403,8 @@ class HFCheckpointReader:
         return out
 
     def dtype(self) -> torch.dtype:
-        return self.read(["model.decoder.final_layer_norm.weight"])[
-            "model.decoder.final_layer_norm.weight"
-        ].dtype
+        (name,) = params.hf_names("decoder.final_layernorm.weight")
+        return self.read([name])[name].dtype
 
     def canonical_groups(self) -> Iterator[dict[str, torch.Tensor]]:
         """Canonical tensors group by group; sets :attr:`position_offset_rows` on the way."""
@@ -456,10 +412,8 @@ class HFCheckpointReader:
         for group in canonical_groups(self.arch):
             hf_names = [h for c in group for h in canonical_to_hf_names(c)]
             hf = self.read(hf_names)
-            if "embedding.word_embeddings.weight" in group and LM_HEAD in self.weight_map:
-                check_tied_lm_head(
-                    self.read([LM_HEAD])[LM_HEAD], hf["model.decoder.embed_tokens.weight"]
-                )
+            if WORD_EMBEDDINGS in group and LM_HEAD in self.weight_map:
+                check_tied_lm_head(self.read([LM_HEAD])[LM_HEAD], hf[EMBED_TOKENS])
             tensors, rows = hf_group_to_canonical(hf, self.arch)
             if rows is not None:
                 self.position_offset_rows = rows
