@@ -100,29 +100,14 @@ def init_one_rank() -> None:
 def ours_config():
     """Our side as a run config (fp32, dropout 0, Adam at a constant LR, clip 1.0): built by
     ``training/build.py``, the trainer's own path."""
-    from megatron_optiml.config import (
-        ModelConfig,
-        OptimConfig,
-        RunConfig,
-        SchedConfig,
-        TrainerConfig,
-    )
+    from megatron_optiml.config.one_step import one_step_run_config
 
-    return RunConfig(
-        trainer=TrainerConfig(precision="32", max_steps=1, gradient_clip_val=CLIP),
-        model=ModelConfig(
-            transformer_impl="local",
-            hidden_dropout=0.0,
-            attention_dropout=0.0,
-            optim=OptimConfig(
-                name="adam",
-                lr=LR,
-                weight_decay=WEIGHT_DECAY,
-                betas=BETAS,
-                eps=EPS,
-                sched=SchedConfig(name="constant", warmup_steps=0),
-            ),
-        ),
+    return one_step_run_config(
+        lr=LR,
+        gradient_clip_val=CLIP,
+        adam={"weight_decay": WEIGHT_DECAY, "betas": BETAS, "eps": EPS},
+        hidden_dropout=0.0,
+        attention_dropout=0.0,
     )
 
 

@@ -85,30 +85,18 @@ def _loss(model, batch):
 
 
 def _run_config(flavor: str, transformer_impl: str, precision: str, **model):
-    """The benchmarked run as a run config: built by ``training/build.py`` as the trainer."""
-    from megatron_optiml.config import (
-        DataConfig,
-        ModelConfig,
-        OptimConfig,
-        RunConfig,
-        SchedConfig,
-        TrainerConfig,
-    )
+    """The benchmarked run as a run config (distributed Adam, lr 5e-5, sequence 2048 unless
+    given): built by ``training/build.py`` as the trainer."""
+    from megatron_optiml.config.one_step import one_step_run_config
 
-    seq = model.pop("seq_length", 2048)
-    return RunConfig(
-        trainer=TrainerConfig(precision=precision, max_steps=1, gradient_clip_val=1.0),
-        model=ModelConfig(
-            flavor=flavor,
-            transformer_impl=transformer_impl,
-            data=DataConfig(seq_length=seq),
-            optim=OptimConfig(
-                name="distributed_fused_adam",
-                lr=5e-5,
-                sched=SchedConfig(name="constant", warmup_steps=0),
-            ),
-            **model,
-        ),
+    return one_step_run_config(
+        lr=5e-5,
+        precision=precision,
+        seq_length=model.pop("seq_length", 2048),
+        transformer_impl=transformer_impl,
+        use_distributed_optimizer=True,
+        flavor=flavor,
+        **model,
     )
 
 

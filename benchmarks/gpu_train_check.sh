@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # On a lent GPU machine: the trainer end to end on CUDA (BF16, NCCL, 1 GPU): data_prep on the
-# bundled sample, train opt-debug, crash after step 15 (test hook), resume from the step-10
-# checkpoint, finish; then export to HF. Prints the two loss curves over the overlap.
+# bundled sample, train opt-debug, crash after step 15 (megatron_optiml.testing.crashing_train:
+# an on_step_end callback exits with 17), resume from the step-10 checkpoint, finish; then
+# export to HF. Prints the two loss curves over the overlap.
 # --no-install: the packages are already in /tmp/site; TRAIN_OVERRIDES: extra key=value
 # overrides (e.g. "trainer.precision=fp8 model.transformer_impl=transformer_engine").
 set -uo pipefail
@@ -14,7 +15,7 @@ args=(--config examples/recipes/opt_debug_cpu.yaml model.data.blend_path=/tmp/be
   exp_manager.explicit_log_dir=/tmp/run trainer.devices=1 trainer.accelerator=gpu
   trainer.precision=bf16 trainer.max_steps=30 trainer.val_check_interval=10
   exp_manager.checkpoint_callback_params.every_n_train_steps=10 ${TRAIN_OVERRIDES:-})
-OPTIML_FAULT_AFTER_STEP=15 python3 -m torch.distributed.run --standalone --nproc_per_node 1 train.py "${args[@]}" > /tmp/run1.log 2>&1
+python3 -m torch.distributed.run --standalone --nproc_per_node 1 -m megatron_optiml.testing.crashing_train --crash-after-step 15 "${args[@]}" > /tmp/run1.log 2>&1
 echo "first run exit: $? (17 = simulated crash)"
 python3 -c "import json; c = json.load(open('/tmp/run/config.json')); print('precision', c['trainer']['precision'], 'transformer_impl', c['model']['transformer_impl'])"; grep -iE "Error" /tmp/run1.log | head -3; cp /tmp/run/metrics.jsonl /tmp/metrics_run1.jsonl
 python3 -m torch.distributed.run --standalone --nproc_per_node 1 train.py "${args[@]}" > /tmp/run2.log 2>&1

@@ -12,6 +12,11 @@ import json
 import logging
 import os
 import sys
+from collections.abc import Sequence
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from megatron_optiml.training.trainer import StepCallback
 
 
 def _slurm_env() -> None:
@@ -67,7 +72,9 @@ def _warn_about_data(cfg, config_path: str) -> None:
             print(f"optiml-train: warning: {config_path}: {warning}", file=sys.stderr)
 
 
-def main(argv: list[str] | None = None) -> int:
+def main(argv: list[str] | None = None, *, on_step_end: Sequence[StepCallback] = ()) -> int:
+    """The CLI; ``on_step_end``: callbacks after every training step, for a launcher that wraps
+    this one (see ``Trainer.fit``)."""
     parser = argparse.ArgumentParser(prog="optiml-train", description=__doc__.splitlines()[0])
     parser.add_argument("--config", required=True, help="YAML recipe (NeMo layout)")
     parser.add_argument(
@@ -121,7 +128,7 @@ def main(argv: list[str] | None = None) -> int:
 
     log = logging.getLogger("optiml-train")
     try:
-        result = run_training(cfg)
+        result = run_training(cfg, on_step_end=on_step_end)
     except (ValueError, FileNotFoundError, RunFolderLocked) as e:
         # Refusals (checkpoint/model mismatch, missing files, a live run in the folder): the
         # message names the field, file or owner; a traceback would bury it.

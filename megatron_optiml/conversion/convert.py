@@ -57,10 +57,11 @@ def process_group() -> Iterator[None]:
     if torch.distributed.is_initialized():
         yield
         return
-    from megatron_optiml.backend import cpu as cpu_backend
+    from megatron_optiml.parallel.device import select_accelerator
 
-    if not torch.cuda.is_available():
-        cpu_backend.install()  # dist_checkpointing calls torch.cuda.synchronize()
+    # Without CUDA this installs the CPU backend (dist_checkpointing calls
+    # torch.cuda.synchronize()); the collectives here are gloo either way.
+    select_accelerator("auto")
     # One rank needs no rendezvous: an in-memory store, so no port (and no stale MASTER_PORT
     # inherited from a parent process) can get in the way.
     torch.distributed.init_process_group(

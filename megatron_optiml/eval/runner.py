@@ -52,7 +52,11 @@ class ModelRun:
 
 
 def resolve_device(cfg: EvalConfig) -> torch.device:
-    return torch.device(cfg.device or ("cuda" if torch.cuda.is_available() else "cpu"))
+    """``cfg.device`` (``--device``) when given, else what ``parallel/device.py`` decides for
+    ``accelerator='auto'`` (CUDA when present)."""
+    from megatron_optiml.parallel.device import resolve_accelerator
+
+    return torch.device(cfg.device or resolve_accelerator("auto"))
 
 
 _WEIGHTS = (

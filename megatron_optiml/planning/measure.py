@@ -216,48 +216,6 @@ def gpu_step_plan_input(
     )
 
 
-def tiny_run_config(
-    *,
-    micro_batch_size: int,
-    seq_length: int,
-    bf16: bool = True,
-    use_distributed_optimizer: bool = False,
-    hidden_dropout: float = 0.1,
-    attention_dropout: float = 0.0,
-    recompute: str = "none",
-    seed: int = 1234,
-):
-    """The run config :func:`measure_tiny_run` builds through (``training/build.py``): local
-    spec, tp = pp = 1, one micro-batch, BF16 or FP32, Adam (distributed or not)."""
-    from megatron_optiml.config import (
-        DataConfig,
-        ModelConfig,
-        OptimConfig,
-        RunConfig,
-        SchedConfig,
-        TrainerConfig,
-    )
-
-    return RunConfig(
-        trainer=TrainerConfig(precision="bf16" if bf16 else "32", max_steps=1),
-        model=ModelConfig(
-            transformer_impl="local",
-            micro_batch_size=micro_batch_size,
-            global_batch_size=micro_batch_size,
-            seed=seed,
-            hidden_dropout=hidden_dropout,
-            attention_dropout=attention_dropout,
-            activations_checkpoint_granularity=None if recompute == "none" else recompute,
-            data=DataConfig(seq_length=seq_length),
-            optim=OptimConfig(
-                name="distributed_fused_adam" if use_distributed_optimizer else "adam",
-                lr=1e-4,
-                sched=SchedConfig(name="constant", warmup_steps=0),
-            ),
-        ),
-    )
-
-
 def measure_tiny_run(
     arch: Any,
     *,
@@ -279,6 +237,7 @@ def measure_tiny_run(
     """
     from megatron.core import parallel_state as ps
 
+    from megatron_optiml.config.one_step import one_step_run_config
     from megatron_optiml.parallel import destroy_distributed, init_distributed
     from megatron_optiml.training.build import build_model, build_optimizer
 
@@ -288,15 +247,18 @@ def measure_tiny_run(
         os.environ.setdefault("RANK", "0")
         init_distributed(seed=seed)
     try:
-        cfg = tiny_run_config(
-            micro_batch_size=micro_batch_size,
+        # Local spec, tp = pp = 1, one micro-batch, built as the trainer builds it.
+        cfg = one_step_run_config(
+            lr=1e-4,
+            precision="bf16" if bf16 else "32",
             seq_length=seq_length,
-            bf16=bf16,
             use_distributed_optimizer=use_distributed_optimizer,
+            micro_batch_size=micro_batch_size,
+            global_batch_size=micro_batch_size,
+            seed=seed,
             hidden_dropout=hidden_dropout,
             attention_dropout=attention_dropout,
-            recompute=recompute,
-            seed=seed,
+            activations_checkpoint_granularity=None if recompute == "none" else recompute,
         )
         # The planner models the local spec's attention as Megatron-Core's unfused one (the
         # score matrix it keeps); the fused SDPA default keeps none of it. BF16: Float16Module

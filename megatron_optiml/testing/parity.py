@@ -56,39 +56,23 @@ def fixed_global_batch(case: ParityCase, vocab_limit: int = 1000) -> dict[str, t
 def parity_config(case: ParityCase, world_size: int = 1):
     """The run config of ``case`` (FP32, no dropout, Adam lr 1e-2 at a constant schedule): the
     workload builds its model, DDP and optimizer through ``training/build.py`` as the trainer."""
-    from megatron_optiml.config import (
-        DataConfig,
-        ModelConfig,
-        OptimConfig,
-        RunConfig,
-        SchedConfig,
-        TrainerConfig,
-    )
+    from megatron_optiml.config.one_step import one_step_run_config
 
-    return RunConfig(
-        trainer=TrainerConfig(
-            devices=world_size, precision="32", max_steps=1, gradient_clip_val=1.0
-        ),
-        model=ModelConfig(
-            flavor=case.flavor,
-            transformer_impl="local",
-            tensor_model_parallel_size=case.tp,
-            pipeline_model_parallel_size=case.pp,
-            sequence_parallel=case.sequence_parallel,
-            micro_batch_size=case.micro_batch_size,
-            global_batch_size=case.global_batch_size,
-            seed=case.seed,
-            hidden_dropout=0.0,
-            attention_dropout=0.0,
-            data=DataConfig(seq_length=case.seq_length),
-            optim=OptimConfig(
-                name="distributed_fused_adam" if case.use_distributed_optimizer else "adam",
-                lr=1e-2,
-                weight_decay=0.01,
-                betas=(0.9, 0.95),
-                sched=SchedConfig(name="constant", warmup_steps=0),
-            ),
-        ),
+    return one_step_run_config(
+        lr=1e-2,
+        devices=world_size,
+        seq_length=case.seq_length,
+        use_distributed_optimizer=case.use_distributed_optimizer,
+        adam={"weight_decay": 0.01, "betas": (0.9, 0.95)},
+        flavor=case.flavor,
+        tensor_model_parallel_size=case.tp,
+        pipeline_model_parallel_size=case.pp,
+        sequence_parallel=case.sequence_parallel,
+        micro_batch_size=case.micro_batch_size,
+        global_batch_size=case.global_batch_size,
+        seed=case.seed,
+        hidden_dropout=0.0,
+        attention_dropout=0.0,
     )
 
 

@@ -6,8 +6,8 @@ from __future__ import annotations
 import json
 import logging
 import math
-import os
 import time
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -36,8 +36,11 @@ from megatron_optiml.utils.process import RunFolderLocked, RunLock
 
 logger = logging.getLogger(__name__)
 
-# Test hook: exit hard (as a kill would) right after this optimizer step.
-_FAULT_ENV = "OPTIML_FAULT_AFTER_STEP"
+StepCallback = Callable[[int], None]
+"""Called on every rank with the number of the optimizer step just finished (1, 2, ...), after
+that step's logging, validation and periodic checkpoint, before the preemption check (not after
+a step that stops the run on a non-finite loss). E.g. telemetry, or the tests' simulated crash
+(``megatron_optiml.testing.faults.exit_after_step``)."""
 
 
 @dataclass
@@ -251,14 +254,15 @@ class Trainer:
         )
         return str(path)
 
-    def fit(self) -> TrainResult:
+    def fit(self, on_step_end: Sequence[StepCallback] = ()) -> TrainResult:
+        """Train to ``trainer.max_steps`` from where setup left off; ``on_step_end`` callbacks
+        run after every step (see :data:`StepCallback`), in order."""
         from megatron_optiml.training.logging import MetricsLogger
 
         t, m = self.cfg.trainer, self.cfg.model
         result = TrainResult(iteration=self.iteration, consumed_samples=self.consumed_samples)
         total = len(self.train_ds)
         data_iterator = self._batches(self.train_ds, self.consumed_samples, total)
-        fault_after = int(os.environ.get(_FAULT_ENV, "0") or 0)
         every = self.cfg.exp_manager.checkpoint_callback_params.every_n_train_steps
         metrics = MetricsLogger(
             self.run_dir,
@@ -320,14 +324,8 @@ class Trainer:
                     metrics.log_validation(self.iteration, val)
                 if self.iteration % every == 0 and self.iteration < t.max_steps:
                     result.last_checkpoint = self.save()
-                if fault_after and self.iteration == fault_after:
-                    logger.error("%s=%d: simulating a crash", _FAULT_ENV, fault_after)
-                    # Stop multiprocessing helpers (dist_checkpointing's Manager) so the test
-                    # leaves no orphans; nothing of the trainer's own state is flushed.
-                    import multiprocessing.util
-
-                    multiprocessing.util._exit_function()
-                    os._exit(17)
+                for callback in on_step_end:
+                    callback(self.iteration)
                 if preempt.any_rank():
                     result.last_checkpoint = self.save()
                     result.preempted = True
@@ -345,12 +343,12 @@ class Trainer:
         destroy_distributed()
 
 
-def run_training(cfg: RunConfig) -> TrainResult:
-    """Set up, train, tear down. Exits the process with the preemption code when preempted."""
+def run_training(cfg: RunConfig, *, on_step_end: Sequence[StepCallback] = ()) -> TrainResult:
+    """Set up, train (``on_step_end``: see :meth:`Trainer.fit`), tear down."""
     trainer = Trainer(cfg)
     try:
         trainer.setup()
-        result = trainer.fit()
+        result = trainer.fit(on_step_end)
     finally:
         trainer.close()
     return result

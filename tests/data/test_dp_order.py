@@ -16,7 +16,7 @@ from megatron_optiml.data import (
     collate_packed,
     load_blend,
 )
-from megatron_optiml.data.testing import dp_order_worker
+from megatron_optiml.testing.data import dp_order_worker
 from megatron_optiml.testing.distributed import run_distributed
 
 NUM_PACKS, SEQ, MBS, SEED = 24, 64, 2, 11

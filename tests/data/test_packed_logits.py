@@ -10,7 +10,7 @@ from megatron_optiml.data import (
     build_packed_datasets,
     load_blend,
 )
-from megatron_optiml.data.testing import packed_logits_worker
+from megatron_optiml.testing.data import packed_logits_worker
 from megatron_optiml.testing.distributed import run_distributed
 
 

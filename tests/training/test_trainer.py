@@ -1,4 +1,7 @@
-"""The trainer end to end on CPU/gloo: layouts, kill-and-resume, preemption, NaN policy."""
+"""The trainer end to end on CPU/gloo: layouts, kill-and-resume, preemption, NaN policy.
+
+Kills are simulated by ``megatron_optiml.testing.faults.exit_after_step``, an ``on_step_end``
+callback (in a spawned rank, or through the ``testing.crashing_train`` launcher under torchrun)."""
 
 import dataclasses
 import math
@@ -26,32 +29,34 @@ def bench(bench_blend):
     return bench_blend
 
 
+def _overrides(bench, run_dir, *overrides) -> list[str]:
+    return [
+        f"model.data.blend_path={bench}",
+        f"exp_manager.explicit_log_dir={run_dir}",
+        "trainer.max_steps=6",
+        "trainer.val_check_interval=0",
+        "exp_manager.checkpoint_callback_params.every_n_train_steps=3",
+        "model.data.seq_length=256",
+        "model.optim.sched.warmup_steps=1",
+        *overrides,
+    ]
+
+
 def _cfg(bench, run_dir, *overrides):
-    return load_run_config(
-        RECIPE,
-        [
-            f"model.data.blend_path={bench}",
-            f"exp_manager.explicit_log_dir={run_dir}",
-            "trainer.max_steps=6",
-            "trainer.val_check_interval=0",
-            "exp_manager.checkpoint_callback_params.every_n_train_steps=3",
-            "model.data.seq_length=256",
-            "model.optim.sched.warmup_steps=1",
-            *overrides,
-        ],
-    )
+    return load_run_config(RECIPE, _overrides(bench, run_dir, *overrides))
 
 
-def train_worker(rank, world_size, cfg, env):
-    os.environ.update(env)
+def train_worker(rank, world_size, cfg, crash_after_step):
+    from megatron_optiml.testing.faults import exit_after_step
     from megatron_optiml.training.trainer import run_training
 
-    r = run_training(cfg)
+    callbacks = [exit_after_step(crash_after_step)] if crash_after_step else []
+    r = run_training(cfg, on_step_end=callbacks)
     return dataclasses.asdict(r)
 
 
-def _run(cfg, world=2, env=None):
-    return run_distributed(train_worker, world, cfg, env or {}, timeout=280)[0]
+def _run(cfg, world=2, crash_after_step=None):
+    return run_distributed(train_worker, world, cfg, crash_after_step, timeout=280)[0]
 
 
 def test_kill_and_resume_gives_the_identical_loss_curve(bench, tmp_path):
@@ -60,7 +65,7 @@ def test_kill_and_resume_gives_the_identical_loss_curve(bench, tmp_path):
 
     crashed = _cfg(bench, tmp_path / "crashed")
     with pytest.raises(DistributedRunError):
-        _run(crashed, env={"OPTIML_FAULT_AFTER_STEP": "5"})  # dies after step 5, last ckpt at 3
+        _run(crashed, crash_after_step=5)  # dies after step 5, last ckpt at 3
     assert (
         tmp_path / "crashed/checkpoints/latest_checkpointed_iteration.txt"
     ).read_text().strip() == "3"
@@ -108,12 +113,30 @@ NO_DROPOUT = ["model.hidden_dropout=0.0", "model.attention_dropout=0.0"]
 
 
 def test_resume_on_a_different_layout(bench, tmp_path, hf_start):
-    """Killed at DP=2 (distributed optimizer), resumed at TP=2: the loss curve continues."""
+    """Killed at DP=2 (distributed optimizer), resumed at TP=2: the loss curve continues.
+
+    The kill is a real torchrun launch of the ``crashing_train`` launcher (what
+    benchmarks/gpu_train_check.sh runs), not a spawned rank."""
     common = [*NO_DROPOUT, f"model.restore_from_path={hf_start}"]
     ref = _run(_cfg(bench, tmp_path / "ref", *common))
     run_dir = tmp_path / "run"
-    with pytest.raises(DistributedRunError):
-        _run(_cfg(bench, run_dir, *common), env={"OPTIML_FAULT_AFTER_STEP": "4"})
+    crashed = subprocess.run(
+        [
+            *(sys.executable, "-m", "torch.distributed.run", "--standalone"),
+            *("--nproc_per_node", "2", "-m", "megatron_optiml.testing.crashing_train"),
+            *("--crash-after-step", "4", "--config", str(RECIPE)),
+            *_overrides(bench, run_dir, *common),
+        ],
+        env={**os.environ, "OMP_NUM_THREADS": "1"},
+        cwd=ROOT,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+        timeout=280,
+    )
+    assert crashed.returncode != 0, crashed.stdout[-3000:]
+    assert "exitcode  : 17" in crashed.stdout, crashed.stdout[-3000:]  # the crash, not an error
+    assert (run_dir / "checkpoints/latest_checkpointed_iteration.txt").read_text().strip() == "3"
     cont = _run(_cfg(bench, run_dir, *common, "model.tensor_model_parallel_size=2"))
     assert sorted(cont["losses"]) == [4, 5, 6]
     for step in (4, 5, 6):

@@ -1,5 +1,5 @@
-"""Workloads that tests run in spawned gloo ranks (``testing.distributed.run_distributed`` needs
-module-level functions): packed-vs-alone logits on ``opt-debug``, and the DP sample order."""
+"""Data workloads that tests run in spawned gloo ranks (``run_distributed`` needs module-level
+functions): packed-vs-alone logits on ``opt-debug``, and the DP sample order."""
 
 from __future__ import annotations
 
