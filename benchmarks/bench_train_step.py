@@ -159,20 +159,32 @@ def build_pair(name: str, arch: OPTArch, seed: int = 0, core_attention: str = "s
 @torch.no_grad()
 def check_same_loss(pair: Pair, mb: dict[str, torch.Tensor]) -> tuple[float, float]:
     """Loss of both models on one micro-batch before any step: they must compute the same."""
-    per_token = pair.ours.module(mb["tokens"], mb["position_ids"], None, labels=mb["labels"])
+    per_token = pair.ours.module(
+        mb["tokens"], mb["position_ids"], None, labels=mb["labels"], loss_mask=mb["loss_mask"]
+    )
     ours = float((per_token * mb["loss_mask"]).sum() / mb["loss_mask"].sum())
     with without_shim():
-        hf = float(pair.hf(input_ids=mb["tokens"], labels=mb["tokens"]).loss)
+        hf = float(pair.hf(input_ids=mb["tokens"], labels=mb["hf_labels"]).loss)
     if abs(ours - hf) > 1e-4 * abs(hf):
         raise RuntimeError(f"{pair.name}: initial losses differ: ours {ours}, HF {hf}")
     return ours, hf
 
 
 def make_micro_batches(
-    arch: OPTArch, n: int, mbs: int, seq: int, packed: bool, seed: int = 0
+    arch: OPTArch,
+    n: int,
+    mbs: int,
+    seq: int,
+    packed: bool,
+    seed: int = 0,
+    target_fraction: float = 1.0,
 ) -> list[dict[str, torch.Tensor]]:
     """``n`` micro-batches of ``mbs x seq`` tokens. Labels are the next tokens; the last
-    position's loss is masked in ours so both sides average the same ``seq - 1`` targets."""
+    position's loss is masked in ours so both sides average the same ``seq - 1`` targets.
+
+    ``target_fraction < 1`` makes instruction-tuning rows: four examples per row, the last
+    ``target_fraction`` of each example's tokens are its target (the loss mask), the rest its
+    prompt; HF gets the same targets as ``labels`` with -100 on the prompt tokens."""
     from megatron_optiml.data.collate import block_causal_mask
 
     g = torch.Generator().manual_seed(seed)
@@ -180,12 +192,23 @@ def make_micro_batches(
     for _ in range(n):
         stream = torch.randint(3, arch.vocab_size - 7, (mbs, seq + 1), generator=g)
         loss_mask = torch.ones(mbs, seq)
+        if target_fraction < 1.0:
+            loss_mask.zero_()
+            for row in range(mbs):
+                cuts = sorted(torch.randint(seq // 8, seq - seq // 8, (3,), generator=g).tolist())
+                for lo, hi in zip([0, *cuts], [*cuts, seq]):
+                    loss_mask[row, hi - max(1, round(target_fraction * (hi - lo))) : hi] = 1.0
         loss_mask[:, -1] = 0.0
+        tokens = stream[:, :-1].contiguous()
+        # HF's loss at position t scores labels[t + 1]: ours scores position t when loss_mask[t].
+        hf_labels = torch.full_like(tokens, -100)
+        hf_labels[:, 1:] = torch.where(loss_mask[:, :-1].bool(), tokens[:, 1:], -100)
         mb = {
-            "tokens": stream[:, :-1].contiguous(),
+            "tokens": tokens,
             "labels": stream[:, 1:].contiguous(),
             "loss_mask": loss_mask,
             "position_ids": torch.arange(seq).expand(mbs, seq).contiguous(),
+            "hf_labels": hf_labels,
         }
         if packed:
             # Four documents per row at random boundaries (positions are not reset: same work).
@@ -194,6 +217,13 @@ def make_micro_batches(
             mb["attention_mask"] = block_causal_mask(segment_ids)
         out.append(mb)
     return out
+
+
+def unwrap(module: torch.nn.Module) -> torch.nn.Module:
+    """The OPTModel inside DDP / Float16Module."""
+    while not hasattr(module, "loss_tokens_only"):
+        module = module.module
+    return module
 
 
 def ours_step(pair: Pair, micro_batches: list[dict[str, torch.Tensor]]) -> float:
@@ -223,8 +253,8 @@ def hf_step(pair: Pair, micro_batches: list[dict[str, torch.Tensor]]) -> float:
     pair.hf_opt.zero_grad(set_to_none=True)
     total = 0.0
     for mb in micro_batches:
-        # HF shifts labels itself: input tokens as labels = the same seq - 1 targets as ours.
-        loss = pair.hf(input_ids=mb["tokens"], labels=mb["tokens"]).loss / len(micro_batches)
+        # HF shifts labels itself: the same targets as ours' loss mask (make_micro_batches).
+        loss = pair.hf(input_ids=mb["tokens"], labels=mb["hf_labels"]).loss / len(micro_batches)
         loss.backward()
         total += loss.item()
     torch.nn.utils.clip_grad_norm_(pair.hf.parameters(), CLIP)
@@ -351,6 +381,17 @@ def main() -> None:
         "--packed", default="", help="shapes (comma list) to add a packed block-mask row for"
     )
     ap.add_argument(
+        "--target-fractions",
+        default="1",
+        help="comma list: share of each row's tokens that are targets (1 = every token); each"
+        " value below 1 adds a row of instruction-shaped examples (prompt, then target)",
+    )
+    ap.add_argument(
+        "--all-positions",
+        action="store_true",
+        help="our output layer on every position (GPTModel's path) instead of loss tokens only",
+    )
+    ap.add_argument(
         "--core-attention",
         default="sdpa",
         choices=("sdpa", "unfused"),
@@ -372,20 +413,34 @@ def main() -> None:
     pairs = {
         name: build_pair(name, SHAPES[name], core_attention=args.core_attention) for name in shapes
     }
+    fractions = [float(f) for f in args.target_fractions.split(",")]
     for name, pair in pairs.items():
-        mb = make_micro_batches(pair.arch, 1, args.micro_batch, args.seq, False, seed=1)[0]
-        ours, hf = check_same_loss(pair, mb)
-        print(f"{name}: initial loss ours {ours:.6f}, HF {hf:.6f} (same weights)", flush=True)
+        unwrap(pair.ours).loss_tokens_only = not args.all_positions
+        for f in fractions:
+            mb = make_micro_batches(
+                pair.arch, 1, args.micro_batch, args.seq, False, seed=1, target_fraction=f
+            )[0]
+            ours, hf = check_same_loss(pair, mb)
+            print(
+                f"{name}: initial loss at target fraction {f:g}: ours {ours:.6f}, HF {hf:.6f}"
+                " (same weights)",
+                flush=True,
+            )
 
     rows, loads = [], [load_average()]
     for name in shapes:
         pair = pairs[name]
-        variants = [(a, False) for a in accums]
+        full = 1.0 if 1.0 in fractions else fractions[0]
+        variants = [(a, False, full) for a in accums]
         if name in args.packed.split(","):
-            variants.append((1, True))
-        for a, packed in variants:
-            mbs = make_micro_batches(pair.arch, a, args.micro_batch, args.seq, packed)
-            # Accumulation and packed-mask rows only at the first thread count (time budget).
+            variants.append((1, True, full))
+        variants += [(1, False, f) for f in fractions if f != full]
+        for a, packed, frac in variants:
+            mbs = make_micro_batches(
+                pair.arch, a, args.micro_batch, args.seq, packed, target_fraction=frac
+            )
+            targets = int(sum(float(mb["loss_mask"].sum()) for mb in mbs))
+            # Accumulation and packed-mask rows at the first thread count only (time budget).
             for t in threads if (a == 1 and not packed) else threads[:1]:
                 torch.set_num_threads(t)
                 steps = args.steps if a == 1 else (args.accum_steps or args.steps)
@@ -399,6 +454,8 @@ def main() -> None:
                     "micro_batches": a,
                     "threads": t,
                     "tokens_per_step": tokens,
+                    "target_fraction": frac,
+                    "targets_per_step": targets,
                     "ours_ms": 1e3 * med["ours"],
                     "hf_ms": 1e3 * med["hf"],
                     "ratio": med["ours"] / med["hf"],
@@ -421,7 +478,7 @@ def main() -> None:
                     else ""
                 )
                 print(
-                    f"{name} {row['attention']} x{a} threads={t}: ours {row['ours_ms']:.0f} ms,"
+                    f"{name} {row['attention']} targets {frac:g} x{a} threads={t}: ours {row['ours_ms']:.0f} ms,"
                     f" HF {row['hf_ms']:.0f} ms, ratio {row['ratio']:.2f};{mem}"
                     f" load {row['load_after']};"
                     f" {time.perf_counter() - t0:.0f} s",
@@ -437,11 +494,11 @@ def main() -> None:
     )
     shim = args.hf_under_shim
     print(
-        "| shape | attention | micro-batches | threads | ours ms/step | HF ms/step | ours/HF |"
+        "| shape | attention | targets | micro-batches | threads | ours ms/step | HF ms/step | ours/HF |"
         " ours tok/s | HF tok/s | ours peak MiB | HF peak MiB | memory ours/HF |"
         + (" HF+shim ms |" if shim else "")
     )
-    print("|---|---|---|---|---|---|---|---|---|---|---|---|" + ("---|" if shim else ""))
+    print("|---|---|---|---|---|---|---|---|---|---|---|---|---|" + ("---|" if shim else ""))
     for r in rows:
         mem = (
             f" {r['ours_peak_mib']:.0f} | {r['hf_peak_mib']:.0f} | {r['mem_ratio']:.2f} |"
@@ -449,7 +506,7 @@ def main() -> None:
             else " | | |"
         )
         print(
-            f"| {r['shape']} | {r['attention']} | {r['micro_batches']} | {r['threads']} |"
+            f"| {r['shape']} | {r['attention']} | {r['target_fraction']:g} | {r['micro_batches']} | {r['threads']} |"
             f" {r['ours_ms']:.0f} | {r['hf_ms']:.0f} | {r['ratio']:.2f} |"
             f" {r['ours_tok_s']:.0f} | {r['hf_tok_s']:.0f} |{mem}"
             + (f" {r['hf_shim_ms']:.0f} |" if shim else "")
