@@ -5,8 +5,9 @@ task and split; **each example is one document of two sequences**: the prompt to
 empty), then the target tokens followed by `</s>` (id 2, never empty). No BOS. Over-long
 examples are truncated from the left (prompt first) so the target and `</s>` survive.
 
-Workers render and tokenize chunks of consecutive examples (HF `tokenizers` batch encoding
-without offsets, one thread per worker, a larger BPE word cache); the main process appends each
+Workers render and tokenize chunks of consecutive examples (`data_prep.word_cache`: GPT-2 words
+split in Python, each distinct word's ids from the HF tokenizer once, then joined as uint16
+bytes; the same ids); ids stay bytes / numpy arrays up to the main process, which appends each
 chunk's tokens to its dataset with `data_prep.indexed.IndexedWriter` (Megatron-Core's
 `IndexedDatasetBuilder`, one document per example, temp names until the dataset is complete).
 
@@ -32,6 +33,7 @@ import numpy as np
 from data_prep.indexed import IndexedWriter
 from data_prep.render import ShotPolicy, render_sampled
 from data_prep.schema import Task
+from data_prep.word_cache import WordCacheEncoder
 from data_prep.workers import Shared, WorkerPool, progress_bar
 
 log = logging.getLogger(__name__)
@@ -39,8 +41,6 @@ log = logging.getLogger(__name__)
 EOS_ID = 2
 DTYPE = np.uint16
 _PARALLELISM_ENV = "TOKENIZERS_PARALLELISM"
-# Words whose BPE merges a worker remembers (the library's 10,000 fill up on the first tasks).
-BPE_CACHE_WORDS = 200_000
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -97,43 +97,51 @@ def _one_thread() -> Iterator[None]:
 
 
 @functools.cache
-def prep_tokenizer():
-    """The data-prep tokenizer, one per process: OPT's, with a larger BPE word cache."""
+def prep_tokenizer() -> WordCacheEncoder:
+    """The data-prep tokenizer, one per process: OPT's behind a word cache (same ids)."""
     from megatron_optiml.tokenizer import load_opt_tokenizer
 
-    return load_opt_tokenizer(cache_capacity=BPE_CACHE_WORDS)
+    return WordCacheEncoder(load_opt_tokenizer())
 
 
-def _encode_all(tokenizer, texts: Sequence[str]) -> list[list[int]]:
-    """Token ids of each text ([] for an empty one), in one batch call without offsets."""
-    ids: list[list[int]] = [[] for _ in texts]
-    nonempty = [k for k, text in enumerate(texts) if text]
-    encode = getattr(tokenizer, "encode_batch_fast", tokenizer.encode_batch)
-    with _one_thread():
-        encodings = encode([texts[k] for k in nonempty])
-    for k, enc in zip(nonempty, encodings):
-        ids[k] = enc.ids
-    return ids
+_EOS_BYTES = np.array([EOS_ID], dtype=DTYPE).tobytes()
+_ITEM = np.dtype(DTYPE).itemsize
 
 
 def encode_examples(tokenizer, pairs: Sequence[tuple[str, str]], max_len: int) -> ChunkResult:
-    """Tokenize (prompt, target) pairs into one `ChunkResult` (target gets `</s>`)."""
-    prompts = _encode_all(tokenizer, [p for p, _ in pairs])
-    targets = _encode_all(tokenizer, [t for _, t in pairs])
-    flat: list[int] = []
+    """Tokenize (prompt, target) pairs into one `ChunkResult` (target gets `</s>`).
+
+    `tokenizer`: a `WordCacheEncoder` (`prep_tokenizer()`), or a `tokenizers.Tokenizer`.
+    Ids stay uint16 bytes from the encoder to the result: no Python int per token.
+    """
+    encoder = tokenizer if isinstance(tokenizer, WordCacheEncoder) else WordCacheEncoder(tokenizer)
+    with _one_thread():  # one call: the chunk's new words go to the tokenizer together
+        ids = encoder.encode([p for p, _ in pairs] + [t for _, t in pairs])
+    prompts, targets = ids[: len(pairs)], ids[len(pairs) :]
+    parts: list[bytes] = []
     lengths: list[int] = []
     trunc = ttrunc = 0
     for p, t in zip(prompts, targets):
-        t.append(EOS_ID)
-        p, t, level = truncate_left(p, t, max_len)
-        trunc += level >= 1
-        ttrunc += level == 2
-        flat += p
-        flat += t
-        lengths.append(len(p))
-        lengths.append(len(t))
+        t += _EOS_BYTES
+        n_p, n_t = len(p) // _ITEM, len(t) // _ITEM
+        excess = n_p + n_t - max_len
+        if excess > 0:  # as truncate_left, on bytes
+            trunc += 1
+            if excess <= n_p:
+                p = p[excess * _ITEM :]
+            else:
+                ttrunc += 1
+                p, t = b"", t[(n_t - max_len) * _ITEM :]
+            n_p, n_t = len(p) // _ITEM, len(t) // _ITEM
+        parts.append(p)
+        parts.append(t)
+        lengths.append(n_p)
+        lengths.append(n_t)
     return ChunkResult(
-        np.asarray(flat, dtype=DTYPE), np.asarray(lengths, dtype=np.int32), trunc, ttrunc
+        np.frombuffer(b"".join(parts), dtype=DTYPE),
+        np.asarray(lengths, dtype=np.int32),
+        trunc,
+        ttrunc,
     )
 
 
