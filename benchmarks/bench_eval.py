@@ -2,8 +2,9 @@
 
 A random OPT (4 layers, hidden 256, OPT's 50,272-token vocabulary) on CPU scores instances
 with a ~200-token prompt and 4 options of 2-8 tokens, as BIG-bench / PromptSource multiple
-choice looks after rendering. `score_options` runs the prompt once and the options as one
-batch over its cached keys/values; `score_options_naive` runs prompt + option once per option.
+choice looks after rendering. `score_options` runs the prompt and all its options as one row
+(each option masked to see the prompt and itself); `score_options_naive` runs prompt + option
+once per option.
 A third peer does what lm-evaluation-harness's HF backend does per `loglikelihood` request
 (`HFLM._loglikelihood_tokens`, batch 8): prompt + option as one row per option, rows sorted
 longest first and right-padded, full logits and a `log_softmax` over every position; it is an
@@ -204,7 +205,7 @@ def main(argv: list[str] | None = None) -> dict:
         f"{res['model']}, ~{args.prompt_len}-token prompts, {args.options} options, "
         f"{args.instances} instances x {args.rounds} rounds, {res['torch_threads']} threads\n"
         f"  one forward per option  : {res['naive_ms_per_instance']:8.1f} ms/instance\n"
-        f"  shared prompt (KV)      : {res['shared_ms_per_instance']:8.1f} ms/instance"
+        f"  shared prompt (1 row)   : {res['shared_ms_per_instance']:8.1f} ms/instance"
         f"   {res['speedup_shared']:5.2f}x\n"
         f"  + {args.batch:>2} instances per batch: {res['batched_ms_per_instance']:8.1f} ms/instance"
         f"   {res['speedup_batched']:5.2f}x   (max |logprob diff| {diff:.2e})\n"

@@ -32,10 +32,14 @@ grads or Megatron's grad buffer, Adam moments: unique storages) + the highest ru
 step added on top (activations, grads, transients). HF's grads are freed (``set_to_none``)
 before its step, so each side counts its gradients once. Printed as MiB and ours/HF.
 
-opt-125m at the issue's shape (12 x 768, 2 x 512 tokens), one invocation, both ratios::
+opt-125m at the issue's shape (12 x 768, 2 x 512 tokens), one invocation, both ratios, at
+every-token batches and at the bundled OPT-IML sample's target share (4.5%)::
 
     .venv/bin/python benchmarks/bench_train_step.py --shapes opt-125m --micro-batch 2 \
-        --threads 1,2 --accum 1 --warmup 1 --steps 5
+        --seq 512 --threads 1,2 --accum 1 --warmup 2 --steps 7 --target-fractions 1,0.045
+
+Result (2026-12-01, quiet 2 cores, load 1.0-2.2): targets 0.045: ours/HF 0.80 (1 thread),
+0.82 (2 threads), memory 1.02; targets 1: 1.04 / 1.00, memory 1.10 (docs/training.md).
 
 Result (2026-11-26, before the SDPA core attention, i.e. ours = unfused; 2 shared cores, load
 average 3-23 from other jobs; mbs 4 x seq 512):
