@@ -105,40 +105,32 @@ def prep_tokenizer() -> WordCacheEncoder:
 
 
 _EOS_BYTES = np.array([EOS_ID], dtype=DTYPE).tobytes()
-_ITEM = np.dtype(DTYPE).itemsize
 
 
 def encode_examples(tokenizer, pairs: Sequence[tuple[str, str]], max_len: int) -> ChunkResult:
     """Tokenize (prompt, target) pairs into one `ChunkResult` (target gets `</s>`).
 
     `tokenizer`: a `WordCacheEncoder` (`prep_tokenizer()`), or a `tokenizers.Tokenizer`.
-    Ids stay uint16 bytes from the encoder to the result: no Python int per token.
+    Ids stay uint16 (bytes, then numpy views) from the encoder to the result: no Python int per
+    token. Truncation is `truncate_left`, on the numpy views.
     """
     encoder = tokenizer if isinstance(tokenizer, WordCacheEncoder) else WordCacheEncoder(tokenizer)
     with _one_thread():  # one call: the chunk's new words go to the tokenizer together
         ids = encoder.encode([p for p, _ in pairs] + [t for _, t in pairs])
     prompts, targets = ids[: len(pairs)], ids[len(pairs) :]
-    parts: list[bytes] = []
+    parts: list[np.ndarray] = []
     lengths: list[int] = []
     trunc = ttrunc = 0
     for p, t in zip(prompts, targets):
-        t += _EOS_BYTES
-        n_p, n_t = len(p) // _ITEM, len(t) // _ITEM
-        excess = n_p + n_t - max_len
-        if excess > 0:  # as truncate_left, on bytes
-            trunc += 1
-            if excess <= n_p:
-                p = p[excess * _ITEM :]
-            else:
-                ttrunc += 1
-                p, t = b"", t[(n_t - max_len) * _ITEM :]
-            n_p, n_t = len(p) // _ITEM, len(t) // _ITEM
-        parts.append(p)
-        parts.append(t)
-        lengths.append(n_p)
-        lengths.append(n_t)
+        p, t, level = truncate_left(
+            np.frombuffer(p, dtype=DTYPE), np.frombuffer(t + _EOS_BYTES, dtype=DTYPE), max_len
+        )
+        trunc += level >= 1
+        ttrunc += level == 2
+        parts += (np.asarray(p, dtype=DTYPE), t)
+        lengths += (len(p), len(t))
     return ChunkResult(
-        np.frombuffer(b"".join(parts), dtype=DTYPE),
+        np.concatenate(parts) if parts else np.empty(0, dtype=DTYPE),
         np.asarray(lengths, dtype=np.int32),
         trunc,
         ttrunc,
