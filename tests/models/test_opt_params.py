@@ -5,6 +5,7 @@ with its shape, Megatron's ``partition_dim`` and sharded key; every tensor of a 
 
 from __future__ import annotations
 
+import dataclasses
 import math
 
 import pytest
@@ -24,14 +25,7 @@ ARCH = OPTArch(
     max_position_embeddings=24,
 )
 # Four layers: two pipeline stages of two virtual stages each.
-ARCH_PP = OPTArch(
-    num_layers=4,
-    hidden_size=32,
-    num_attention_heads=4,
-    ffn_hidden_size=64,
-    vocab_size=96,
-    max_position_embeddings=24,
-)
+ARCH_PP = dataclasses.replace(ARCH, num_layers=4)
 
 
 def _describe(model) -> dict:
