@@ -103,6 +103,9 @@ CPU_PATCH_POINTS: dict[tuple[int, int], dict[str, str]] = {
         "(CudaRNGStatesTracker :235-278, model_parallel_cuda_manual_seed :422)",
         "backward": "mode re-entered in custom autograd Function.backward: "
         "tensor_parallel/layers.py:551 (sequence-parallel all-gather buffer)",
+        "multi_tensor_scale": "utils.py:1212 local_multi_tensor_scale (copy_(src * scale)) bound "
+        "without TE/apex at optimizer/clip_grads.py:43 (clipping, :176) and "
+        "optimizer/optimizer.py:37 (main -> model params, :90)",
     },
     (0, 19): {
         "device": "device='cuda' / int devices -> cpu (TorchFunctionMode): utils.py:715, "
@@ -120,6 +123,9 @@ CPU_PATCH_POINTS: dict[tuple[int, int], dict[str, str]] = {
         "(CudaRNGStatesTracker :229, model_parallel_cuda_manual_seed :446)",
         "backward": "mode re-entered in custom autograd Function.backward: "
         "tensor_parallel/layers.py:583",
+        "multi_tensor_scale": "utils.py:1337 local_multi_tensor_scale (copy_(src * scale)) bound "
+        "without TE/apex at optimizer/clip_grads.py:46 (clipping, :191) and "
+        "optimizer/optimizer.py:38 (main -> model params, :92)",
         # New in this line: every DP gradient sync waits on CUDA-graph events first.
         "current_stream": "torch.cuda.current_stream() -> torch.cpu.current_stream() (no-op "
         "waits): distributed/param_and_grad_buffer.py:632 (start_grad_sync, every DP step)",

@@ -162,7 +162,8 @@ def build_optimizer(
 ) -> tuple[Any, OptimizerParamScheduler]:
     """Megatron's Adam (fp32 main params and states; distributed with
     ``distributed_fused_adam``; global-norm clipping) and its LR/weight-decay scheduler, which
-    counts optimizer steps (Megatron-LM counts samples)."""
+    counts optimizer steps (Megatron-LM counts samples). Where Megatron-Core falls back to torch's
+    Adam (no TE/apex: CPU), the fused torch kernel runs it (:func:`use_fused_torch_adam`)."""
     t, o = cfg.trainer, cfg.model.optim
     optimizer = get_megatron_optimizer(
         OptimizerConfig(
@@ -180,6 +181,7 @@ def build_optimizer(
         ),
         model,
     )
+    use_fused_torch_adam(optimizer)
     scheduler = OptimizerParamScheduler(
         optimizer,
         init_lr=0.0,
@@ -194,3 +196,45 @@ def build_optimizer(
         wd_incr_style="constant",
     )
     return optimizer, scheduler
+
+
+def torch_adams(optimizer) -> list[torch.optim.Optimizer]:
+    """The torch ``Adam``/``AdamW`` instances inside a Megatron optimizer (chained or not)."""
+    out = []
+    for opt in getattr(optimizer, "chained_optimizers", [optimizer]):
+        inner = getattr(opt, "optimizer", None)
+        if isinstance(inner, torch.optim.Adam):  # AdamW is a subclass
+            out.append(inner)
+    return out
+
+
+def use_fused_torch_adam(optimizer) -> bool:
+    """Run Megatron-Core's torch-Adam fallback with torch's fused kernel; True if it now does.
+
+    Without TE/apex (CPU runs) ``get_megatron_optimizer`` builds ``torch.optim.AdamW`` with
+    neither ``fused`` nor ``foreach``, and on CPU tensors torch then takes its per-tensor loop:
+    six elementwise passes per parameter (measured ~0.9 s per step at opt-125m, one thread). The
+    fused kernel does the same update in one pass (~0.18 s) -- the CPU counterpart of the
+    FusedAdam Megatron-Core picks on GPUs, and what HF Trainer's default optimizer
+    (``adamw_torch_fused``) uses. Megatron-Core's own CPU-offload optimizer sets the same flag.
+    ``fused`` is a param-group option, so it is set on every group; loading a checkpoint
+    restores the saved groups, so :func:`load_checkpoint` calls this again. Parameters on a
+    device or dtype the kernel lacks leave the optimizer as built.
+    """
+    from torch.utils._foreach_utils import _get_fused_kernels_supported_devices
+
+    adams = torch_adams(optimizer)
+    supported = set(_get_fused_kernels_supported_devices())
+    for inner in adams:
+        params = [p for g in inner.param_groups for p in g["params"]]
+        if any(g.get("differentiable") or g.get("foreach") for g in inner.param_groups) or not all(
+            p.device.type in supported and p.dtype in (torch.float32, torch.bfloat16, torch.float16)
+            for p in params
+        ):
+            return False
+    for inner in adams:
+        inner.defaults["fused"] = True
+        for g in inner.param_groups:
+            g["fused"] = True
+        inner._step_supports_amp_scaling = True  # as AdamW(fused=True).__init__ sets
+    return bool(adams)

@@ -31,6 +31,7 @@ from megatron_optiml.checkpointing import iteration_dir, read_tracker, write_met
 from megatron_optiml.checkpointing.model import check_tensor_shapes
 from megatron_optiml.models.opt import OPTArch
 from megatron_optiml.parallel.device import compute_device, uses_cuda
+from megatron_optiml.training.build import use_fused_torch_adam
 from megatron_optiml.utils.disk import no_space_error
 from megatron_optiml.utils.process import die_with_parent
 
@@ -293,6 +294,8 @@ def load_checkpoint(
     optimizer.load_state_dict(loaded["optimizer"])
     if use_distributed_optimizer:
         _unshare_adam_steps(optimizer)
+    # The loaded param groups carry the saver's ``fused`` flag; run the fused kernel here.
+    use_fused_torch_adam(optimizer)
     scheduler.load_state_dict(loaded["opt_param_scheduler"])
     rng_file = ckpt_dir / RNG_DIR / f"rank_{torch.distributed.get_rank():05d}.pt"
     import json

@@ -74,6 +74,19 @@ def test_patch_points_in_a_fresh_process():
             s.wait_stream(s); s.wait_event(None)  # megatron-core 0.19 start_grad_sync
         else:
             assert torch.cuda.current_stream is not cpu._current_stream
+        # Megatron's clipping scales the grads in place through the one-pass fallback.
+        from megatron.core.optimizer import clip_grads
+        ps_ = [torch.nn.Parameter(torch.ones(4)) for _ in range(2)]
+        for p in ps_:
+            p.grad = torch.full((4,), 3.0)
+        grads = [p.grad for p in ps_]
+        clip_grads.clip_grad_by_total_norm_fp32(ps_, max_norm=1.0, total_norm=12.0)
+        assert all(g is p.grad for g, p in zip(grads, ps_))
+        assert torch.allclose(ps_[0].grad, torch.full((4,), 3.0 / (12.0 + 1e-6)))
+        half = torch.zeros(4, dtype=torch.bfloat16)
+        from megatron.core.optimizer import optimizer as mopt
+        mopt._multi_tensor_copy_this_to_that([torch.full((4,), 1.5)], [half], torch.zeros(1))
+        assert torch.equal(half, torch.full((4,), 1.5, dtype=torch.bfloat16))
         missing = [k for k in points if cpu.HITS[k] == 0]
         print("missing", missing)
         """
