@@ -1,9 +1,12 @@
 """Training-step time on CPU: our Megatron-Core OPT stack vs HF ``transformers`` OPTForCausalLM.
 
 Both models get the same canonical random weights (so their losses agree, which is checked),
-the same batch, fp32, dropout 0, causal attention, loss over all target tokens, torch AdamW
-(Megatron-Core's ``get_megatron_optimizer`` falls back to it without Apex/TE) with the same
-hyper-parameters and weight-decay groups, and gradient clipping at 1.0 on both sides.
+the same batch, fp32, dropout 0, causal attention, loss over all target tokens, torch's fused
+AdamW with the same hyper-parameters and weight-decay groups, and gradient clipping at 1.0 on
+both sides. Fused AdamW is HF Trainer's default optimizer with torch >= 2.8
+(``adamw_torch_fused``); ours is Megatron-Core's torch-Adam fallback (no Apex/TE), which
+``training/build.py`` switches to the fused kernel. ``--hf-adam-loop`` gives HF torch's
+per-tensor AdamW instead (the peer as this benchmark ran before 2026-12-01, evening).
 
 One step = zero grads + forward + backward (each micro-batch) + optimizer step:
 
@@ -15,7 +18,7 @@ One step = zero grads + forward + backward (each micro-batch) + optimizer step:
   runs. ``attention_mask=None`` so Megatron builds its own causal mask; ``--packed`` adds a row
   with the packed block-diagonal mask of ``collate_packed`` (four documents per row).
 - HF: ``OPTForCausalLM`` (default attention implementation, sdpa), ``labels=`` loss,
-  ``clip_grad_norm_``, ``torch.optim.AdamW``.
+  ``clip_grad_norm_``, ``torch.optim.AdamW(fused=True)``.
 
 Our CPU backend shim (``megatron_optiml.backend.cpu``) keeps a TorchFunctionMode entered for
 the whole process; HF's steps run with that mode popped, as HF would run on its own.
@@ -115,13 +118,19 @@ def ours_config():
     )
 
 
-def build_pair(name: str, arch: OPTArch, seed: int = 0, core_attention: str = "sdpa") -> Pair:
+def build_pair(
+    name: str,
+    arch: OPTArch,
+    seed: int = 0,
+    core_attention: str = "sdpa",
+    hf_adam_fused: bool = True,
+) -> Pair:
     from transformers import OPTConfig, OPTForCausalLM
 
     from megatron_optiml.conversion.opt_hf import canonical_group_to_hf, hf_config_from_arch
     from megatron_optiml.conversion.sharding import Layout, load_shard_into_model, shard_state_dict
     from megatron_optiml.models.opt.init import random_canonical_state_dict
-    from megatron_optiml.training.build import build_model, build_optimizer
+    from megatron_optiml.training.build import build_model, build_optimizer, torch_adams
 
     full = random_canonical_state_dict(arch, seed=seed)
     cfg = ours_config()
@@ -135,6 +144,8 @@ def build_pair(name: str, arch: OPTArch, seed: int = 0, core_attention: str = "s
     )
     ddp = built.model[0]
     ours_opt, _ = build_optimizer(cfg, built.model)
+    if not all(g.get("fused") for a in torch_adams(ours_opt) for g in a.param_groups):
+        raise RuntimeError("our optimizer is not on torch's fused Adam")
 
     fields = hf_config_from_arch(arch, arch.vocab_size, torch.float32)
     fields.update(dropout=0.0, attention_dropout=0.0, activation_dropout=0.0, layerdrop=0.0)
@@ -156,6 +167,7 @@ def build_pair(name: str, arch: OPTArch, seed: int = 0, core_attention: str = "s
         lr=LR,
         betas=BETAS,
         eps=EPS,
+        fused=hf_adam_fused,
     )
     return Pair(name, arch, ddp, ours_opt, hf, hf_opt)
 
@@ -405,6 +417,11 @@ def main() -> None:
         "--no-memory", action="store_true", help="skip the peak-memory step of each row"
     )
     ap.add_argument("--hf-under-shim", action="store_true")
+    ap.add_argument(
+        "--hf-adam-loop",
+        action="store_true",
+        help="HF side on torch's per-tensor AdamW loop instead of the fused kernel",
+    )
     ap.add_argument("--profile", action="store_true", help="torch.profiler tables, 1st shape")
     ap.add_argument("--json", default=None)
     args = ap.parse_args()
@@ -415,7 +432,13 @@ def main() -> None:
     threads = [int(t) for t in args.threads.split(",")]
     accums = [int(a) for a in args.accum.split(",")]
     pairs = {
-        name: build_pair(name, SHAPES[name], core_attention=args.core_attention) for name in shapes
+        name: build_pair(
+            name,
+            SHAPES[name],
+            core_attention=args.core_attention,
+            hf_adam_fused=not args.hf_adam_loop,
+        )
+        for name in shapes
     }
     fractions = [float(f) for f in args.target_fractions.split(",")]
     for name, pair in pairs.items():
@@ -490,7 +513,8 @@ def main() -> None:
                 )
 
     print(
-        f"\nmicro batch {args.micro_batch} x seq {args.seq}, fp32, AdamW + clip 1.0, our core"
+        f"\nmicro batch {args.micro_batch} x seq {args.seq}, fp32, AdamW"
+        f" ({'HF: per-tensor loop' if args.hf_adam_loop else 'fused, both'}) + clip 1.0, our core"
         f" attention {args.core_attention}; medians of"
         f" {args.steps} steps (accum rows: {args.accum_steps or args.steps}) after"
         f" {args.warmup} warm-up, ours/HF alternating; load average (1/5/15 min) during run:"
