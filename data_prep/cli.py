@@ -29,6 +29,13 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--seed", type=int, help="overrides seed and splits.seed")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
     p.add_argument("-v", "--verbose", action="store_true")
+    p.add_argument(
+        "overrides",
+        nargs="*",
+        metavar="KEY=VALUE",
+        help="config overrides by dotted key, e.g. render.max_seq_length=1024 (checked like"
+        " the file: unknown keys and wrong types name the key)",
+    )
     return p.parse_args(argv)
 
 
@@ -40,7 +47,7 @@ def main(argv: list[str] | None = None) -> int:
     )
     log = logging.getLogger("optiml-prepare")
     try:
-        cfg = load_config(args.config)
+        cfg = load_config(args.config, args.overrides)
         if args.workers is not None:
             cfg.tokenize.workers = args.workers
         if args.leak_policy is not None:

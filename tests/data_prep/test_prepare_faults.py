@@ -33,6 +33,19 @@ def test_full_disk_keeps_the_previous_build(built_bench, tmp_path, caplog):
         assert _files(out) == before
 
 
+def test_a_bad_override_names_the_key_and_writes_nothing(tmp_path, caplog):
+    caplog.set_level(logging.INFO)
+    out = tmp_path / "o"
+    argv = ["--config", str(BENCH_CONFIG), "--out", str(out), "--no-progress"]
+    assert main([*argv, "render.max_seq_lenght=512"]) == 1
+    assert main([*argv, "tokenize.workers=two"]) == 1
+    errors = [r.getMessage() for r in caplog.records if r.levelno >= logging.ERROR]
+    assert len(errors) == 2, errors
+    assert "render.max_seq_lenght" in errors[0] and "max_seq_length" in errors[0]
+    assert "tokenize.workers" in errors[1] and "two" in errors[1]
+    assert not out.exists() and not (tmp_path / "o.partial").exists()
+
+
 def test_failed_build_leaves_no_partial_folder(tmp_path):
     data = tmp_path / "d"
     data.mkdir()
