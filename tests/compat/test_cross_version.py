@@ -13,11 +13,15 @@ import os
 import shutil
 import subprocess
 import sys
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import pytest
 
-# Five launches (the peer trains, both convert, both resume); ~2 min on quiet cores.
+from megatron_optiml.backend import compat
+
+# Six launches (the peer trains; both convert, this one refuses a foreign checkpoint, both
+# resume); the last five at once, ~1 min on quiet cores.
 pytestmark = [pytest.mark.distributed, pytest.mark.slow, pytest.mark.timeout(900)]
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -34,8 +38,10 @@ def peer() -> str:
     return PEER
 
 
-def _version(python: str) -> str:
-    code = "from megatron_optiml.backend import compat; print(compat.MCORE_VERSION_STR)"
+def _installed_mcore(python: str) -> str:
+    """The megatron-core distribution installed for ``python`` (what a checkpoint it writes
+    must record), without importing Megatron there."""
+    code = "from importlib.metadata import version; print(version('megatron-core'))"
     out = subprocess.run([python, "-c", code], capture_output=True, text=True, timeout=120)
     assert out.returncode == 0, out.stderr[-2000:]
     return out.stdout.strip().splitlines()[-1]
@@ -82,8 +88,23 @@ def _to_hf(python: str, root: Path, out: Path) -> dict:
     return tensors
 
 
+def _refusal(ckpt: Path, work: Path) -> subprocess.CompletedProcess:
+    """This environment's converter on a copy of ``ckpt`` without ``common.pt``."""
+    foreign = work / "foreign"
+    shutil.copytree(ckpt, foreign)
+    (foreign / "common.pt").unlink()
+    cmd = [sys.executable, "-m", "checkpoints_conversion", "megatron-to-hf"]
+    return subprocess.run(
+        [*cmd, str(foreign), str(work / "hf_foreign")],
+        capture_output=True,
+        text=True,
+        timeout=240,
+        cwd=ROOT,
+    )
+
+
 def test_peer_checkpoint_resumes_and_converts_here(peer, bench_blend, tmp_path):
-    here_v, peer_v = _version(sys.executable), _version(peer)
+    here_v, peer_v = compat.MCORE_VERSION_STR, _installed_mcore(peer)
     assert here_v.split(".")[:2] != peer_v.split(".")[:2], (here_v, peer_v)
 
     # The peer trains 2 steps and saves (the checkpoint records who wrote it).
@@ -95,27 +116,29 @@ def test_peer_checkpoint_resumes_and_converts_here(peer, bench_blend, tmp_path):
     assert written == peer_v
     assert (ckpt / "common.pt").exists()  # readable by 0.16 whichever line wrote it
 
+    # Everything below reads the peer's run folder or a copy of it: the launches run at once,
+    # so the second core works while the first runs a single-process conversion.
+    ours, theirs = tmp_path / "ours", tmp_path / "theirs"
+    shutil.copytree(run, ours)
+    shutil.copytree(run, theirs)
+    refuse = here_v.startswith("0.16.") and not peer_v.startswith("0.16.")
+    with ThreadPoolExecutor(max_workers=5) as pool:
+        hf_here = pool.submit(_to_hf, sys.executable, run / "checkpoints", tmp_path / "hf_here")
+        hf_peer = pool.submit(_to_hf, peer, run / "checkpoints", tmp_path / "hf_peer")
+        refusal = pool.submit(_refusal, ckpt, tmp_path) if refuse else None
+        here = pool.submit(_train, sys.executable, bench_blend, ours, max_steps=3)
+        there = pool.submit(_train, peer, bench_blend, theirs, max_steps=3)
+
     # Conversion: this environment exports the same weights as the writer does itself.
-    from_here = _to_hf(sys.executable, run / "checkpoints", tmp_path / "hf_here")
-    from_peer = _to_hf(peer, run / "checkpoints", tmp_path / "hf_peer")
+    from_here, from_peer = hf_here.result(), hf_peer.result()
     assert from_here.keys() == from_peer.keys() and len(from_here) > 10
     for name, t in from_peer.items():
         assert t.dtype == from_here[name].dtype and t.equal(from_here[name]), name
 
-    if here_v.startswith("0.16.") and not peer_v.startswith("0.16."):
+    if refusal is not None:
         # A 0.19 checkpoint without the common.pt our saves add (as plain Megatron-LM writes
         # it): refused in one line naming both versions, not a traceback.
-        foreign = tmp_path / "foreign"
-        shutil.copytree(ckpt, foreign)
-        (foreign / "common.pt").unlink()
-        cmd = [sys.executable, "-m", "checkpoints_conversion", "megatron-to-hf"]
-        res = subprocess.run(
-            [*cmd, str(foreign), str(tmp_path / "hf_foreign")],
-            capture_output=True,
-            text=True,
-            timeout=240,
-            cwd=ROOT,
-        )
+        res = refusal.result()
         assert res.returncode != 0
         assert "Traceback" not in res.stderr, res.stderr[-3000:]
         last = res.stderr.strip().splitlines()[-1]
@@ -123,9 +146,6 @@ def test_peer_checkpoint_resumes_and_converts_here(peer, bench_blend, tmp_path):
 
     # Resume here: model, Adam state, scheduler, counters and data position come back, so
     # step 3 is the step the writer takes when it resumes from its own checkpoint.
-    theirs = tmp_path / "theirs"
-    shutil.copytree(run, theirs)
-    resumed_here = _train(sys.executable, bench_blend, run, max_steps=3)
-    resumed_peer = _train(peer, bench_blend, theirs, max_steps=3)
+    resumed_here, resumed_peer = here.result(), there.result()
     assert sorted(resumed_here) == sorted(resumed_peer) == [3]  # resumed, not restarted
     assert resumed_here[3] == pytest.approx(resumed_peer[3], abs=1e-5), (here_v, peer_v)
