@@ -8,6 +8,7 @@ import pytest
 import torch
 
 from megatron_optiml.backend import cpu
+from megatron_optiml.testing.distributed import run_distributed
 
 
 def _run(code: str) -> str:
@@ -94,32 +95,33 @@ def test_patch_points_in_a_fresh_process():
     assert last == "missing []"
 
 
+def rng_tracker_worker(rank, world_size):
+    from megatron.core.tensor_parallel import model_parallel_cuda_manual_seed
+    from megatron.core.tensor_parallel.random import get_cuda_rng_tracker
+
+    from megatron_optiml.parallel import init_distributed
+
+    init_distributed(seed=11)
+    with get_cuda_rng_tracker().fork():
+        forked = torch.rand(2)
+    default_after_fork = torch.rand(2)
+    model_parallel_cuda_manual_seed(11)
+    default_plain = torch.rand(2)
+    model_parallel_cuda_manual_seed(11)
+    with get_cuda_rng_tracker().fork():
+        forked_again = torch.rand(2)
+    # Deterministic fork, distinct from the default stream, which it does not consume.
+    return (
+        torch.equal(forked, forked_again),
+        not torch.equal(forked, default_plain),
+        torch.equal(default_after_fork, default_plain),
+    )
+
+
 @pytest.mark.skipif(torch.cuda.is_available(), reason="CPU-only behaviour")
 def test_megatron_rng_tracker_forks_on_cpu():
-    last = _run(
-        """
-        import os, torch
-        from megatron_optiml.testing.distributed import free_port
-        os.environ.update(RANK="0", WORLD_SIZE="1", MASTER_PORT=str(free_port()))
-        from megatron_optiml.parallel import init_distributed, destroy_distributed
-        from megatron.core.tensor_parallel import model_parallel_cuda_manual_seed
-        from megatron.core.tensor_parallel.random import get_cuda_rng_tracker
-        init_distributed(seed=11)
-        with get_cuda_rng_tracker().fork():
-            forked = torch.rand(2)
-        default_after_fork = torch.rand(2)
-        model_parallel_cuda_manual_seed(11)
-        default_plain = torch.rand(2)
-        model_parallel_cuda_manual_seed(11)
-        with get_cuda_rng_tracker().fork():
-            forked_again = torch.rand(2)
-        destroy_distributed()
-        # Deterministic fork, distinct from the default stream, which it does not consume.
-        print(torch.equal(forked, forked_again), not torch.equal(forked, default_plain),
-              torch.equal(default_after_fork, default_plain))
-        """
-    )
-    assert last == "True True True"
+    # A rank of its own (the shim and the process group stay out of the test process).
+    assert run_distributed(rng_tracker_worker, 1, timeout=120) == [(True, True, True)]
 
 
 def test_every_patch_point_is_one_the_shim_knows():
