@@ -15,7 +15,6 @@ import io
 import logging
 import os
 import shutil
-import signal
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -33,7 +32,7 @@ from megatron_optiml.models.opt import OPTArch
 from megatron_optiml.parallel.device import compute_device, uses_cuda
 from megatron_optiml.training.build import use_fused_torch_adam
 from megatron_optiml.utils.disk import no_space_error
-from megatron_optiml.utils.process import die_with_parent
+from megatron_optiml.utils.process import ignore_termination_signals
 
 logger = logging.getLogger(__name__)
 
@@ -72,13 +71,6 @@ def _optim_kwargs(use_distributed_optimizer: bool) -> dict[str, Any]:
     return {"metadata": {"distrib_optim_sharding_type": "fully_reshardable"}}
 
 
-def _ignore_termination() -> None:
-    die_with_parent()  # immune to the job's signals, but not outliving its rank
-    signal.signal(signal.SIGTERM, signal.SIG_IGN)
-    signal.signal(signal.SIGINT, signal.SIG_IGN)
-    signal.signal(signal.SIGUSR1, signal.SIG_IGN)
-
-
 def prepare_checkpoint_writer() -> None:
     """Start dist_checkpointing's result-queue Manager now, immune to SIGTERM/SIGUSR1.
 
@@ -98,7 +90,9 @@ def prepare_checkpoint_writer() -> None:
     from multiprocessing.managers import SyncManager
 
     sync = SyncManager(ctx=mp.get_context("spawn"))
-    sync.start(initializer=_ignore_termination)
+    # Immune to the job's signals, not outliving its rank; the initializer's module is light,
+    # so the spawned Manager does not import torch/Megatron.
+    sync.start(initializer=ignore_termination_signals)
     filesystem_async._results_queue = sync.Queue()
     filesystem_async._optiml_manager = sync  # keep it referenced for the process lifetime
 
