@@ -41,8 +41,10 @@ every-token batches and at the bundled OPT-IML sample's target share (4.5%)::
     .venv/bin/python benchmarks/bench_train_step.py --shapes opt-125m --micro-batch 2 \
         --seq 512 --threads 1,2 --accum 1 --warmup 2 --steps 7 --target-fractions 1,0.045
 
-Result (2026-12-01, quiet 2 cores, load 1.0-2.2): targets 0.045: ours/HF 0.80 (1 thread),
-0.82 (2 threads), memory 1.02; targets 1: 1.04 / 1.00, memory 1.10 (docs/training.md).
+Result (2026-12-01 evening, 2 cores with nothing else running, load 1.1-4.2; both sides on
+torch's fused AdamW): targets 0.045: ours/HF 0.77 (1 thread), 0.75 (2 threads), memory 1.02;
+targets 1: 1.00 / 1.00, memory 1.10 (docs/training.md). The afternoon before, both on torch's
+per-tensor Adam loop and Megatron's clipping copy: 0.80 / 0.82 and 1.04 / 1.00.
 
 Result (2026-11-26, before the SDPA core attention, i.e. ours = unfused; 2 shared cores, load
 average 3-23 from other jobs; mbs 4 x seq 512):
