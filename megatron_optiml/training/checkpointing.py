@@ -30,7 +30,7 @@ from megatron_optiml.checkpointing import iteration_dir, read_tracker, write_met
 from megatron_optiml.checkpointing.model import check_tensor_shapes
 from megatron_optiml.models.opt import OPTArch
 from megatron_optiml.parallel.device import compute_device, uses_cuda
-from megatron_optiml.training.build import use_fused_torch_adam
+from megatron_optiml.training.build import torch_adams, use_fused_torch_adam
 from megatron_optiml.utils.disk import no_space_error
 from megatron_optiml.utils.process import ignore_termination_signals
 
@@ -158,9 +158,8 @@ def _unshare_adam_steps(optimizer) -> None:
     parameter of the torch Adam the *same* ``step`` tensor
     (``compat.DISTOPT_WORKAROUNDS["unshare_adam_steps"]``); torch increments it in
     place once per parameter, so the bias correction runs away after resume. One copy each."""
-    for opt in getattr(optimizer, "chained_optimizers", [optimizer]):
-        inner = getattr(opt, "optimizer", None)
-        for state in getattr(inner, "state", {}).values():
+    for inner in torch_adams(optimizer):
+        for state in inner.state.values():
             if isinstance(state.get("step"), torch.Tensor):
                 state["step"] = state["step"].clone()
 
